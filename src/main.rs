@@ -1,1 +1,15 @@
-fn main() {}
+//! `portico`: an xDS control plane for stock Envoy, driven by Gateway API resources.
+
+mod admin;
+mod bootstrap;
+mod cli;
+mod commands;
+mod pipeline;
+mod serve;
+mod source;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::Cli::parse_and_run()
+}

@@ -1,0 +1,162 @@
+//! The TLS Secrets and CA ConfigMaps upstream's suite creates at setup (CONVENTIONS.md,
+//! "Objects upstream creates at suite setup"), generated with the `openssl` CLI once per run.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+const INFRA: &str = "gateway-conformance-infra";
+const APP: &str = "gateway-conformance-app-backend";
+const WEB: &str = "gateway-conformance-web-backend";
+
+/// Every setup-time Secret and ConfigMap, as Kubernetes objects.
+pub fn setup_objects(workdir: &Path) -> anyhow::Result<Vec<Value>> {
+    let mk = Gen { dir: workdir };
+    let mut out = Vec::new();
+    let validity = mk.self_signed("validity", "*", &["DNS:*", "DNS:*.org", "DNS:*.wildcard.org"])?;
+    out.push(tls_secret(INFRA, "tls-validity-checks-certificate", &validity));
+
+    let ca = mk.self_signed("checks-ca", "tls-checks-ca", &[])?;
+    out.push(ca_config_map(INFRA, "tls-checks-ca-certificate", &ca.0));
+    let sans = ["DNS:abc.example.com", "URI:spiffe://abc.example.com/test-identity", "DNS:other.example.com"];
+    let checks = mk.signed("checks", "abc.example.com", &sans, "checks-ca")?;
+    out.push(tls_secret(INFRA, "tls-checks-certificate", &checks));
+    let client = mk.signed("checks-client", "tls-checks-client", &[], "checks-ca")?;
+    out.push(tls_secret(INFRA, "tls-checks-client-certificate", &client));
+    let passthrough = mk.signed("passthrough", "abc.example.com", &["DNS:abc.example.com"], "checks-ca")?;
+    out.push(tls_secret(INFRA, "tls-passthrough-checks-certificate", &passthrough));
+    out.push(tls_secret(APP, "tls-passthrough-checks-certificate", &passthrough));
+    let terminate = mk.signed("terminate", "tls.example.com", &["DNS:tls.example.com"], "checks-ca")?;
+    out.push(tls_secret(INFRA, "tls-terminate-checks-certificate", &terminate));
+
+    let mismatch = mk.self_signed("mismatch-ca", "mismatch-ca", &[])?;
+    out.push(ca_config_map(INFRA, "mismatch-ca-certificate", &mismatch.0));
+
+    for (prefix, ca_name, client_name) in [
+        ("validity-ca", "tls-validity-checks-ca-certificate", "tls-validity-checks-client-certificate"),
+        (
+            "per-port-ca",
+            "tls-validity-checks-per-port-ca-certificate",
+            "tls-validity-checks-per-port-client-certificate",
+        ),
+    ] {
+        let ca = mk.self_signed(prefix, prefix, &[])?;
+        out.push(ca_config_map(INFRA, ca_name, &ca.0));
+        let client = mk.signed(&format!("{prefix}-client"), "client", &[], prefix)?;
+        out.push(tls_secret(INFRA, client_name, &client));
+    }
+
+    let web = mk.self_signed("web", "*", &["DNS:*"])?;
+    out.push(tls_secret(WEB, "certificate", &web));
+    let web_ca = mk.self_signed("web-ca", "web-backend-ca", &[])?;
+    out.push(ca_config_map(WEB, "web-backend-cm", &web_ca.0));
+    Ok(out)
+}
+
+/// PEM certificate and PEM (PKCS#8) key.
+type Pair = (String, String);
+
+struct Gen<'a> {
+    dir: &'a Path,
+}
+
+impl Gen<'_> {
+    fn self_signed(&self, name: &str, cn: &str, sans: &[&str]) -> anyhow::Result<Pair> {
+        self.req(name, cn, sans, None)
+    }
+
+    fn signed(&self, name: &str, cn: &str, sans: &[&str], ca: &str) -> anyhow::Result<Pair> {
+        self.req(name, cn, sans, Some(ca))
+    }
+
+    fn req(&self, name: &str, cn: &str, sans: &[&str], ca: Option<&str>) -> anyhow::Result<Pair> {
+        let crt = self.dir.join(format!("{name}.crt"));
+        let key = self.dir.join(format!("{name}.key"));
+        let mut cmd = Command::new("openssl");
+        cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-days", "365", "-subj", &format!("/CN={cn}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt);
+        if !sans.is_empty() {
+            cmd.args(["-addext", &format!("subjectAltName={}", sans.join(","))]);
+        }
+        match ca {
+            Some(ca) => {
+                cmd.arg("-CA").arg(self.dir.join(format!("{ca}.crt")));
+                cmd.arg("-CAkey").arg(self.dir.join(format!("{ca}.key")));
+                cmd.args(["-addext", "basicConstraints=critical,CA:FALSE"]);
+            }
+            None if sans.is_empty() => {
+                cmd.args(["-addext", "basicConstraints=critical,CA:TRUE"]);
+            }
+            None => {}
+        }
+        let output = cmd.output().context("running openssl (needed for the conformance TLS objects)")?;
+        if !output.status.success() {
+            bail!("openssl req for {name} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok((std::fs::read_to_string(&crt)?, std::fs::read_to_string(&key)?))
+    }
+}
+
+fn tls_secret(namespace: &str, name: &str, (crt, key): &Pair) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        // `data` (base64) as the API server stores it; stringData exists only on writes.
+        "data": {"tls.crt": base64(crt.as_bytes()), "tls.key": base64(key.as_bytes())},
+    })
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn ca_config_map(namespace: &str, name: &str, crt: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"ca.crt": crt},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn generates_every_setup_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = setup_objects(dir.path()).unwrap();
+        let names: Vec<&str> = objects.iter().filter_map(|o| o["metadata"]["name"].as_str()).collect();
+        assert!(names.contains(&"tls-validity-checks-certificate"), "{names:?}");
+        assert!(names.contains(&"web-backend-cm"), "{names:?}");
+    }
+}

@@ -1,0 +1,15 @@
+//! The conformance runner: every `shared/conformance/cases/*.yaml`, run against the real
+//! `portico` binary and real Envoy with echo backends standing in for upstream's Deployments.
+
+pub mod backends;
+pub mod case;
+pub mod certs;
+pub mod expect;
+pub mod manifests;
+pub mod pool;
+pub mod runner;
+pub mod skip;
+pub mod status;
+pub mod traffic;
+
+pub use runner::{CaseResult, Outcome, RunnerConfig, render_table, run_all};

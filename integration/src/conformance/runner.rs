@@ -1,0 +1,230 @@
+//! Runs conformance cases: one config directory, echo pods, `portico status` check and (for
+//! cases with traffic) `portico serve` plus one Envoy per Gateway, per case.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::harness::{ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, portico_cli, workspace_root};
+
+use super::backends::Backends;
+use super::case::{Case, load_cases};
+use super::manifests::{gateway_class, kind, read_documents, to_yaml};
+use super::pool::PoolLease;
+use super::skip::skip_reason;
+use super::status::check_all;
+use super::traffic::TrafficContext;
+
+/// What to run, mostly from the environment (see integration/README.md).
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// The `conformance/` folder holding `base/` and `cases/`.
+    pub dir: PathBuf,
+    /// Only these test names (`PORTICO_CONFORMANCE_ONLY=A,B`).
+    pub only: Option<Vec<String>>,
+    /// Cases run at once (`PORTICO_CONFORMANCE_PARALLEL`, default 2).
+    pub parallel: usize,
+    /// Run skip-listed cases too (`PORTICO_CONFORMANCE_NO_SKIP=1`).
+    pub no_skip: bool,
+    /// How long one traffic case may take to become consistently right.
+    pub case_deadline: Duration,
+    /// Print Portico/Envoy log tails of failing tests (`PORTICO_CONFORMANCE_VERBOSE=1`).
+    pub verbose: bool,
+}
+
+impl RunnerConfig {
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let dir = var("PORTICO_CONFORMANCE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("../shared/conformance"));
+        Self {
+            dir,
+            only: var("PORTICO_CONFORMANCE_ONLY")
+                .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+            parallel: var("PORTICO_CONFORMANCE_PARALLEL").and_then(|v| v.parse().ok()).unwrap_or(2).max(1),
+            no_skip: var("PORTICO_CONFORMANCE_NO_SKIP").is_some_and(|v| v != "0"),
+            case_deadline: Duration::from_secs(
+                var("PORTICO_CONFORMANCE_CASE_TIMEOUT").and_then(|v| v.parse().ok()).unwrap_or(10),
+            ),
+            verbose: var("PORTICO_CONFORMANCE_VERBOSE").is_some_and(|v| v != "0"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    pub name: String,
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+/// Inputs shared by every case of a run.
+struct Shared {
+    base: Vec<Value>,
+    setup: Vec<Value>,
+    config: RunnerConfig,
+}
+
+/// Runs the selected cases and returns their results in name order.
+pub async fn run_all(config: RunnerConfig) -> anyhow::Result<Vec<CaseResult>> {
+    let mut cases = load_cases(&config.dir.join("cases"))?;
+    if let Some(only) = &config.only {
+        let unknown: Vec<&String> = only.iter().filter(|n| !cases.iter().any(|c| &c.name == *n)).collect();
+        anyhow::ensure!(unknown.is_empty(), "PORTICO_CONFORMANCE_ONLY names unknown tests {unknown:?}");
+        cases.retain(|c| only.contains(&c.name));
+    }
+    let base = read_documents(&config.dir.join("base/manifests.yaml"))?;
+    let certs_dir = tempfile::Builder::new().prefix("portico-conformance-certs-").tempdir()?;
+    let setup = super::certs::setup_objects(certs_dir.path()).unwrap_or_else(|err| {
+        eprintln!("warning: no setup-time TLS objects ({err:#}); HTTPS listeners will not resolve");
+        Vec::new()
+    });
+    let parallel = config.parallel;
+    let shared = Shared { base, setup, config };
+    let mut results: Vec<CaseResult> = futures::stream::iter(cases.iter())
+        .map(|case| run_case(case, &shared))
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    results.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(results)
+}
+
+async fn run_case(case: &Case, shared: &Shared) -> CaseResult {
+    let start = Instant::now();
+    let outcome = match skip_reason(case).filter(|_| !shared.config.no_skip) {
+        Some(reason) => Outcome::Skip(reason),
+        None => match run_checks(case, shared).await {
+            Ok(failures) if failures.is_empty() => Outcome::Pass,
+            Ok(failures) => Outcome::Fail(failures.join("; ")),
+            Err(err) => Outcome::Fail(format!("{err:#}")),
+        },
+    };
+    let result = CaseResult { name: case.name.clone(), outcome, elapsed: start.elapsed() };
+    // Progress on stderr, so a long run shows signs of life.
+    eprintln!("{}", table_row(&result));
+    result
+}
+
+/// Every failed check of one test.
+async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>> {
+    let case_docs = match case.manifests_path() {
+        Some(path) => read_documents(&path)?,
+        None => Vec::new(),
+    };
+    let mut docs = shared.base.clone();
+    docs.extend(case_docs.iter().cloned());
+    let backends = Backends::start(&docs).await?;
+    let dir = ConfigDir::new()?;
+    // Deployments stay out of Portico's input: the echo servers stand in for them.
+    let keep = |d: &&Value| kind(d) != "Deployment";
+    dir.write("00-gatewayclass.yaml", &to_yaml(&[gateway_class()])?)?;
+    dir.write("10-setup.yaml", &to_yaml(&shared.setup)?)?;
+    dir.write("20-base.yaml", &to_yaml(&shared.base.iter().filter(keep).cloned().collect::<Vec<_>>())?)?;
+    dir.write("30-endpoints.yaml", &to_yaml(&backends.slices)?)?;
+    dir.write("40-test.yaml", &to_yaml(&case_docs.iter().filter(keep).cloned().collect::<Vec<_>>())?)?;
+
+    let mut failures = check_status(case, dir.path()).await?;
+    if case.cases.is_empty() {
+        return Ok(failures);
+    }
+    let lease = PoolLease::acquire()?;
+    let options = PorticoOptions { address_pool: Some(lease.cidr()), ..Default::default() };
+    let portico = Portico::start(dir.path(), options).await?;
+    let mut envoys = BTreeMap::new();
+    for gateway in case.traffic_gateways() {
+        let options = EnvoyOptions { node_id: Some(format!("{}.{}", case.name, gateway.replace('/', "."))), ..Default::default() };
+        let envoy = Envoy::start(&portico, &gateway, options).await?;
+        envoys.insert(gateway, envoy);
+    }
+    let gateways = case.traffic_gateways();
+    let traffic = TrafficContext {
+        docs: &docs,
+        envoys: &envoys,
+        backends: &backends,
+        default_gateway: (gateways.len() == 1).then(|| gateways[0].clone()),
+        deadline: shared.config.case_deadline,
+    };
+    for (index, traffic_case) in case.cases.iter().enumerate() {
+        if let Err(err) = traffic.run(traffic_case).await {
+            let request = &traffic_case.request;
+            let host = request.host.as_deref().unwrap_or("");
+            failures.push(format!(
+                "case {}/{} ({} {} {host}{}): {err}",
+                index + 1,
+                case.cases.len(),
+                request.protocol,
+                request.method,
+                request.path
+            ));
+            // One wrong answer says enough; the rest would each wait out the deadline.
+            break;
+        }
+    }
+    if shared.config.verbose && !failures.is_empty() {
+        eprintln!("--- {}: portico log ---\n{}", case.name, portico.log_tail());
+        for (gateway, envoy) in &envoys {
+            eprintln!("--- {}: envoy {gateway} log ---\n{}", case.name, envoy.log_tail());
+        }
+    }
+    Ok(failures)
+}
+
+async fn check_status(case: &Case, dir: &Path) -> anyhow::Result<Vec<String>> {
+    if case.status.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir_arg = dir.to_string_lossy();
+    let out = portico_cli(&["status", &dir_arg, "-o", "json"]).await?;
+    if out.code != Some(0) {
+        return Ok(vec![format!("portico status exited {:?}: {}", out.code, out.stderr.trim())]);
+    }
+    let list: Value = serde_json::from_str(&out.stdout).context("parsing `portico status -o json`")?;
+    Ok(check_all(&list, &case.status))
+}
+
+fn table_row(result: &CaseResult) -> String {
+    let (label, detail) = match &result.outcome {
+        Outcome::Pass => ("PASS", String::new()),
+        Outcome::Fail(reason) => ("FAIL", reason.clone()),
+        Outcome::Skip(reason) => ("SKIP", reason.clone()),
+    };
+    format!("{label:<5} {:<58} {:>6.1}s  {detail}", result.name, result.elapsed.as_secs_f64())
+}
+
+/// The per-test table and the total line `conformance: N passed, N failed, N skipped`.
+pub fn render_table(results: &[CaseResult], expected: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let (mut passed, mut failed, mut skipped, mut expected_failed) = (0, 0, 0, 0);
+    for result in results {
+        let _ = writeln!(out, "{}", table_row(result));
+        match &result.outcome {
+            Outcome::Pass => passed += 1,
+            Outcome::Fail(_) => {
+                failed += 1;
+                if expected.contains_key(&result.name) {
+                    expected_failed += 1;
+                }
+            }
+            Outcome::Skip(_) => skipped += 1,
+        }
+    }
+    if expected_failed > 0 {
+        let _ = writeln!(out, "({expected_failed} of the failures are listed in conformance-expected-failures.txt)");
+    }
+    let _ = writeln!(out, "conformance: {passed} passed, {failed} failed, {skipped} skipped");
+    out
+}

@@ -1,0 +1,87 @@
+//! Which cases the runner cannot run yet, and which failures are expected for now.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::case::Case;
+
+/// Features that need machinery not built yet, with the reason printed in the table.
+const SKIPPED_FEATURES: &[(&str, &str)] = &[
+    ("BackendTLSPolicy", "BackendTLSPolicy (TLS to backends) is not built yet"),
+    ("GatewayBackendClientCertificate", "backend client certificates are not built yet"),
+    ("GatewayFrontendClientCertificateValidation", "client certificate validation is not built yet"),
+    ("TLSRoute", "TLSRoute is not built yet"),
+    ("TCPRoute", "TCPRoute is not built yet"),
+    ("UDPRoute", "UDPRoute is not built yet"),
+    ("GatewayStaticAddresses", "needs run-time address input the runner does not supply"),
+];
+
+/// Request protocols the runner has no client for yet.
+const SKIPPED_PROTOCOLS: &[(&str, &str)] = &[
+    ("HTTPS", "HTTPS traffic is not built yet"),
+    ("TLS", "TLS traffic is not built yet"),
+    ("TCP", "TCP traffic is not built yet"),
+    ("UDP", "UDP traffic is not built yet"),
+];
+
+/// Why a case is skipped, or `None` to run it.
+pub fn skip_reason(case: &Case) -> Option<String> {
+    for (feature, reason) in SKIPPED_FEATURES {
+        if case.features.iter().any(|f| f == feature) {
+            return Some(format!("{feature}: {reason}"));
+        }
+    }
+    for (protocol, reason) in SKIPPED_PROTOCOLS {
+        if case.cases.iter().any(|c| c.request.protocol.eq_ignore_ascii_case(protocol)) {
+            return Some(reason.to_string());
+        }
+    }
+    None
+}
+
+/// `integration/conformance-expected-failures.txt`: `<TestName> <reason...>` per line, `#`
+/// comments. Missing file = no expected failures.
+pub fn expected_failures(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(err) => return Err(err.into()),
+    };
+    Ok(parse_expected_failures(&text))
+}
+
+pub fn parse_expected_failures(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once(char::is_whitespace) {
+            Some((name, reason)) => (name.to_string(), reason.trim().to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_by_feature_and_protocol() {
+        let tls: Case = serde_yaml::from_str("{name: A, features: [Gateway, TLSRoute]}").unwrap();
+        assert!(skip_reason(&tls).unwrap().contains("TLSRoute"));
+        let https: Case =
+            serde_yaml::from_str("{name: B, features: [Gateway], cases: [{request: {protocol: HTTPS}}]}").unwrap();
+        assert!(skip_reason(&https).unwrap().contains("HTTPS"));
+        let http: Case =
+            serde_yaml::from_str("{name: C, features: [Gateway], cases: [{request: {protocol: HTTP}}]}").unwrap();
+        assert_eq!(skip_reason(&http), None);
+    }
+
+    #[test]
+    fn parses_expected_failures() {
+        let list = parse_expected_failures("# comment\n\nHTTPRouteCORS  CORS filter not translated\nBare\n");
+        assert_eq!(list.get("HTTPRouteCORS").map(String::as_str), Some("CORS filter not translated"));
+        assert_eq!(list.get("Bare").map(String::as_str), Some(""));
+        assert_eq!(list.len(), 2);
+    }
+}

@@ -1,0 +1,82 @@
+//! End-to-end harness: free ports, the `portico` and `envoy` binaries as child processes that
+//! die with their handles, an HTTP client, and polling with deadlines.
+
+mod binaries;
+mod envoy;
+pub mod http;
+mod portico;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use binaries::{envoy_binary, portico_binary, workspace_root};
+pub use envoy::{Envoy, EnvoyOptions};
+pub use portico::{CliOutput, Portico, PorticoOptions, portico_cli};
+
+/// Polling interval of [`eventually`].
+const POLL: Duration = Duration::from_millis(100);
+
+/// Calls `check` until it succeeds or `deadline` has passed; the error names the last failure.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return Ok(value),
+            Err(err) if start.elapsed() >= deadline => {
+                return Err(err.context(format!("still failing after {deadline:?}")));
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; callers bind it soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A temporary config directory that Portico watches; removed on drop.
+pub struct ConfigDir {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self { dir: tempfile::Builder::new().prefix("portico-config-").tempdir()? })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `name` atomically (temp file + rename) so the watcher never reads half a file.
+    pub fn write(&self, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = self.dir.path().join(format!(".{}.tmp", name.replace('/', "_")));
+        std::fs::write(&tmp, contents)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
+    pub fn remove(&self, name: &str) -> anyhow::Result<()> {
+        Ok(std::fs::remove_file(self.dir.path().join(name))?)
+    }
+}
+
+/// The last `lines` lines of a log file, for failure messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

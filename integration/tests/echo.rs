@@ -1,0 +1,92 @@
+//! In-process tests of the echo backend through the harness HTTP client (loopback only).
+
+use std::time::{Duration, Instant};
+
+use portico_integration::echo::grpc::SERVICE;
+use portico_integration::echo::{EchoConfig, spawn};
+use portico_integration::harness::http::{HttpRequest, grpc_call, send};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn config() -> EchoConfig {
+    let mut config = EchoConfig::new("web-7d9f-0", "apps");
+    config.service = "web".into();
+    config
+}
+
+#[tokio::test]
+async fn echoes_the_request_over_http1_and_h2c() {
+    let echo = spawn(config()).await.unwrap();
+    let request = HttpRequest::get("/foo?a=b").host("example.com").header("x-multi", "1").header("X-Multi", "2");
+    let response = send(echo.addr(), &request, TIMEOUT).await.unwrap();
+    assert_eq!(response.status, 200);
+    let seen = response.echo().unwrap();
+    assert_eq!(seen.path, "/foo?a=b");
+    assert_eq!(seen.host, "example.com");
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.proto, "HTTP/1.1");
+    assert_eq!(seen.pod, "web-7d9f-0");
+    assert_eq!(seen.namespace, "apps");
+    assert_eq!(seen.service, "web");
+    assert_eq!(seen.headers.get("X-Multi"), Some(&vec!["1".to_string(), "2".to_string()]));
+    assert!(echo.saw_request_to("/foo?a=b"));
+
+    let mut h2 = HttpRequest::get("/h2").host("h2.example.com");
+    h2.http2 = true;
+    let seen = send(echo.addr(), &h2, TIMEOUT).await.unwrap().echo().unwrap();
+    assert_eq!((seen.proto.as_str(), seen.host.as_str(), seen.path.as_str()), ("HTTP/2.0", "h2.example.com", "/h2"));
+}
+
+#[tokio::test]
+async fn sets_response_headers_and_status() {
+    let echo = spawn(config()).await.unwrap();
+    let request = HttpRequest::get("/").header("X-Echo-Set-Header", "X-Foo:bar,X-Foo: baz,X-Other:1");
+    let response = send(echo.addr(), &request, TIMEOUT).await.unwrap();
+    assert_eq!(response.header("x-foo").as_deref(), Some("bar,baz"));
+    assert_eq!(response.header("x-other").as_deref(), Some("1"));
+    let response = send(echo.addr(), &HttpRequest::get("/status/418"), TIMEOUT).await.unwrap();
+    assert_eq!(response.status, 418);
+}
+
+#[tokio::test]
+async fn delays_when_asked() {
+    let echo = spawn(config()).await.unwrap();
+    let start = Instant::now();
+    let response = send(echo.addr(), &HttpRequest::get("/?delay=200ms"), TIMEOUT).await.unwrap();
+    assert_eq!(response.status, 200);
+    // Not a timing assertion on the server: the answer cannot precede the requested delay.
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    let bad = send(echo.addr(), &HttpRequest::get("/?delay=soon"), TIMEOUT).await.unwrap();
+    assert_eq!(bad.status, 500);
+}
+
+#[tokio::test]
+async fn retry_endpoint_fails_first_attempts() {
+    let echo = spawn(config()).await.unwrap();
+    let path = "/retry/x?responseCode=503&succeedAfter=2&uuid=u1";
+    for _ in 0..2 {
+        assert_eq!(send(echo.addr(), &HttpRequest::get(path), TIMEOUT).await.unwrap().status, 503);
+    }
+    assert_eq!(send(echo.addr(), &HttpRequest::get(path), TIMEOUT).await.unwrap().status, 200);
+    // Without responseCode the connection is reset instead of answered.
+    let reset = "/retry/y?succeedAfter=1&uuid=u2";
+    assert!(send(echo.addr(), &HttpRequest::get(reset), TIMEOUT).await.is_err());
+    assert_eq!(send(echo.addr(), &HttpRequest::get(reset), TIMEOUT).await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn grpc_echo_reports_method_and_pod() {
+    let echo = spawn(config()).await.unwrap();
+    let method = format!("/{SERVICE}/EchoTwo");
+    let metadata = vec![("x-grpc-test".to_string(), "1".to_string())];
+    let result = grpc_call(echo.addr(), Some("grpc.example.com"), &method, &metadata, TIMEOUT).await.unwrap();
+    assert_eq!(result.grpc_status, Some(0));
+    let assertions = result.response.unwrap().assertions.unwrap();
+    assert_eq!(assertions.fully_qualified_method, method);
+    assert_eq!(assertions.authority, "grpc.example.com");
+    assert_eq!(assertions.context.unwrap().pod, "web-7d9f-0");
+    assert!(assertions.headers.iter().any(|h| h.key == "x-grpc-test" && h.value == "1"));
+
+    let three = grpc_call(echo.addr(), None, &format!("/{SERVICE}/EchoThree"), &[], TIMEOUT).await.unwrap();
+    assert_eq!(three.grpc_status, Some(12));
+}

@@ -1,0 +1,331 @@
+//! `portico serve`: source -> translator -> xDS cache, plus the admin HTTP server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use portico_translator::{Feedback, ObjectKey, Options, Problem, Rejection, Resources, Translation};
+use portico_xds::{Cache, CacheConfig, Server, XdsEvent, XdsEventKind};
+use tokio::net::TcpListener;
+use tokio::sync::{RwLock, mpsc, watch};
+
+use crate::cli::ServeArgs;
+use crate::pipeline;
+use crate::source::files::DirSource;
+
+/// What the admin server shows of the latest reconciliation.
+#[derive(Default)]
+pub struct View {
+    pub statuses: serde_json::Value,
+    pub problems: Vec<Problem>,
+    pub translation_seconds: f64,
+    pub reloads: u64,
+}
+
+pub struct State {
+    pub cache: Cache,
+    pub ready: AtomicBool,
+    pub view: RwLock<View>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("portico")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let options = Options {
+        address_pool: args.address_pool.as_deref().map(pipeline::parse_pool).transpose()?,
+        default_address: args.gateway_address.clone(),
+    };
+    let cache = Cache::new(CacheConfig::default());
+    let state = Arc::new(State { cache: cache.clone(), ready: AtomicBool::new(false), view: RwLock::default() });
+
+    let xds = TcpListener::bind(args.xds_address)
+        .await
+        .with_context(|| format!("cannot listen for xDS on {}", args.xds_address))?;
+    let admin = TcpListener::bind(args.admin_address)
+        .await
+        .with_context(|| format!("cannot listen for admin HTTP on {}", args.admin_address))?;
+    tracing::info!(xds = %xds.local_addr()?, admin = %admin.local_addr()?, "portico listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let xds_task = tokio::spawn(Server::new(cache.clone()).serve(xds, stopped(stop_rx.clone())));
+    let admin_task = tokio::spawn(crate::admin::serve(admin, state.clone(), stopped(stop_rx.clone())));
+
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let source = match &args.config_dir {
+        Some(dir) => {
+            if !dir.is_dir() {
+                anyhow::bail!("--config-dir {}: not a directory", dir.display());
+            }
+            let (watcher, mut changes) = crate::source::watch::watch(
+                dir,
+                Duration::from_millis(args.debounce_ms),
+                Duration::from_millis(args.max_delay_ms),
+            )?;
+            let tx = reload_tx.clone();
+            tokio::spawn(async move {
+                let _watcher = watcher; // dropping it would end the watch
+                while changes.recv().await.is_some() {
+                    let _ = tx.try_send(());
+                }
+            });
+            tracing::info!(dir = %dir.display(), "serving config directory");
+            Source::Dir(Box::new(DirSource::new(dir)))
+        }
+        None => {
+            tracing::info!("no --config-dir: serving the built-in example config (fleet default/example)");
+            Source::Example
+        }
+    };
+    let _ = reload_tx.try_send(());
+
+    let reconciler = Reconciler {
+        state: state.clone(),
+        options,
+        source: Some(source),
+        resources: Arc::new(Resources::default()),
+        load_problems: Vec::new(),
+        feedback: Feedback::default(),
+        published: BTreeSet::new(),
+        origins: BTreeMap::new(),
+    };
+    let loop_task = tokio::spawn(reconciler.run(reload_rx, cache.subscribe(), stopped(stop_rx.clone())));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing xDS streams; Envoys keep serving and reconnect");
+    let _ = stop_tx.send(true);
+    let _ = loop_task.await;
+    if let Ok(Err(err)) = xds_task.await {
+        tracing::warn!(error = %err, "xDS server ended with an error");
+    }
+    let _ = admin_task.await;
+    Ok(())
+}
+
+enum Source {
+    Dir(Box<DirSource>),
+    Example,
+}
+
+impl Source {
+    fn load(&mut self) -> (Resources, Vec<Problem>) {
+        match self {
+            Source::Dir(dir) => {
+                let loaded = dir.load();
+                (loaded.resources, loaded.problems)
+            }
+            Source::Example => crate::source::example::load(),
+        }
+    }
+}
+
+/// The single writer of the xDS cache: reloads input, translates, publishes, and folds Envoy's
+/// NACKs back into status.
+struct Reconciler {
+    state: Arc<State>,
+    options: Options,
+    source: Option<Source>,
+    resources: Arc<Resources>,
+    load_problems: Vec<Problem>,
+    feedback: Feedback,
+    published: BTreeSet<String>,
+    /// Per fleet, which input objects produced each (type URL, resource name).
+    origins: BTreeMap<String, BTreeMap<(String, String), Vec<ObjectKey>>>,
+}
+
+impl Reconciler {
+    async fn run(
+        mut self,
+        mut reloads: mpsc::Receiver<()>,
+        mut events: tokio::sync::broadcast::Receiver<XdsEvent>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                Some(()) = reloads.recv() => {
+                    self.reload().await;
+                    self.reconcile().await;
+                }
+                event = events.recv() => match event {
+                    Ok(event) => {
+                        if self.on_event(event) {
+                            self.reconcile().await;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "xDS events dropped; status may lag until the next change");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        let Some(mut source) = self.source.take() else { return };
+        let (source, (resources, problems)) = tokio::task::spawn_blocking(move || {
+            let loaded = source.load();
+            (source, loaded)
+        })
+        .await
+        .expect("loading the source does not panic");
+        self.source = Some(source);
+        for problem in problems.iter().filter(|p| !self.load_problems.contains(p)) {
+            tracing::warn!("{problem}");
+        }
+        self.resources = Arc::new(resources);
+        self.load_problems = problems;
+    }
+
+    async fn reconcile(&mut self) {
+        let resources = self.resources.clone();
+        let options = self.options.clone();
+        let feedback = self.feedback.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let translation = pipeline::translate(&resources, &options, &feedback)?;
+            let snapshots = pipeline::snapshots(&translation);
+            Ok::<_, String>((translation, snapshots))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("translation task failed: {e}")));
+        let elapsed = started.elapsed();
+        let (translation, snapshots) = match result {
+            Ok(done) => done,
+            Err(err) => {
+                tracing::error!(error = %err, "translation failed; the last good config keeps serving");
+                return;
+            }
+        };
+        let mut changed = 0;
+        for (fleet, snapshot) in snapshots {
+            if self.state.cache.set_snapshot(&fleet, snapshot) {
+                changed += 1;
+            }
+        }
+        let fleets: BTreeSet<String> = translation.fleets.keys().cloned().collect();
+        for gone in self.published.difference(&fleets) {
+            tracing::info!(fleet = %gone, "fleet removed; its Envoys get an empty config");
+            self.state.cache.remove_fleet(gone);
+        }
+        self.published = fleets;
+        self.publish_view(&translation, elapsed).await;
+        self.origins = translation.fleets.iter().map(|(f, c)| (f.clone(), c.origins.clone())).collect();
+        if !self.state.ready.swap(true, Ordering::SeqCst) {
+            tracing::info!(fleets = self.published.len(), "first config published; ready");
+        }
+        tracing::debug!(changed, ms = elapsed.as_secs_f64() * 1e3, "reconciled");
+    }
+
+    async fn publish_view(&self, translation: &Translation, elapsed: Duration) {
+        let problems = pipeline::all_problems(&self.load_problems, translation);
+        let mut view = self.state.view.write().await;
+        for problem in translation.problems.iter().filter(|p| !view.problems.contains(p)) {
+            tracing::warn!("{problem}");
+        }
+        view.statuses = portico_translator::status_documents(&translation.statuses);
+        view.problems = problems;
+        view.translation_seconds = elapsed.as_secs_f64();
+        view.reloads += 1;
+    }
+
+    /// Folds an xDS event into the feedback the translator turns into Gateway status.
+    /// Returns whether status must be recomputed.
+    fn on_event(&mut self, event: XdsEvent) -> bool {
+        match event.kind {
+            XdsEventKind::Nacked => {
+                let resources = self.nacked_resources(&event.node_id, &event.type_url);
+                let culprits = self.culprits(&event.fleet, &event.type_url, &resources);
+                tracing::warn!(
+                    node = %event.node_id, fleet = %event.fleet, type_url = %event.type_url,
+                    version = %event.version, culprits = %culprits,
+                    "Envoy rejected config (NACK): {}", event.message
+                );
+                let rejections = self.feedback.rejected.entry(event.fleet).or_default();
+                rejections.retain(|r| r.type_url != event.type_url);
+                rejections.push(Rejection {
+                    type_url: event.type_url,
+                    resource_names: resources,
+                    message: event.message,
+                });
+                true
+            }
+            XdsEventKind::Acked => {
+                let Some(rejections) = self.feedback.rejected.get_mut(&event.fleet) else {
+                    return false;
+                };
+                let before = rejections.len();
+                rejections.retain(|r| r.type_url != event.type_url);
+                let changed = rejections.len() != before;
+                if rejections.is_empty() {
+                    self.feedback.rejected.remove(&event.fleet);
+                }
+                changed
+            }
+            XdsEventKind::Connected | XdsEventKind::Disconnected => false,
+        }
+    }
+
+    /// The resources a node's latest NACK of a type concerns, where the server could tell.
+    fn nacked_resources(&self, node_id: &str, type_url: &str) -> Vec<String> {
+        self.state
+            .cache
+            .node_statuses()
+            .into_iter()
+            .filter(|n| n.node_id == node_id)
+            .filter_map(|n| n.types.get(type_url).and_then(|t| t.last_nack.clone()))
+            .flat_map(|nack| nack.resource_names)
+            .collect()
+    }
+
+    /// Names the input objects (with file and line) behind rejected resources, for the log.
+    fn culprits(&self, fleet: &str, type_url: &str, names: &[String]) -> String {
+        let Some(origins) = self.origins.get(fleet) else { return String::new() };
+        let mut out = BTreeSet::new();
+        for ((t, name), keys) in origins {
+            if t != type_url || !(names.is_empty() || names.contains(name)) {
+                continue;
+            }
+            for key in keys {
+                let at = self
+                    .resources
+                    .sources
+                    .get(key)
+                    .map(|s| format!(" ({}:{})", s.file, s.line))
+                    .unwrap_or_default();
+                out.insert(format!("{} {}/{}{at}", key.kind, key.namespace, key.name));
+            }
+        }
+        out.into_iter().collect::<Vec<_>>().join(", ")
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

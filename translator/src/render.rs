@@ -1,0 +1,139 @@
+//! Envoy's own JSON mapping of the generated protos (like Envoy's config_dump), and the
+//! `Any` packing the xDS server needs.
+
+use std::sync::LazyLock;
+
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message, Name};
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use serde_json::Value;
+
+use crate::FleetConfig;
+
+static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
+    DescriptorPool::decode(&include_bytes!("../../proto/envoy.binpb")[..]).map_err(|e| e.to_string())
+});
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The embedded descriptor set did not load.
+    #[error("embedded Envoy descriptors: {0}")]
+    Descriptors(String),
+    /// The type URL names a message the descriptor set does not have.
+    #[error("unknown message type {0}")]
+    UnknownType(String),
+    /// The bytes do not decode as the named message.
+    #[error("decoding {type_url}: {source}")]
+    Decode {
+        type_url: String,
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// serde_json refused the value.
+    #[error("serializing: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+fn options() -> SerializeOptions {
+    // Envoy's config_dump: proto field names, 64-bit integers as strings, defaults left out.
+    SerializeOptions::new().stringify_64_bit_integers(true).skip_default_fields(true).use_proto_field_name(true)
+}
+
+/// Renders a packed resource as `{"@type": ..., fields...}`.
+pub fn resource_json(any: &Any) -> Result<Value, RenderError> {
+    let pool = POOL.as_ref().map_err(|e| RenderError::Descriptors(e.clone()))?;
+    let name = any.type_url.rsplit('/').next().unwrap_or_default();
+    let desc = pool.get_message_by_name(name).ok_or_else(|| RenderError::UnknownType(any.type_url.clone()))?;
+    let message = DynamicMessage::decode(desc, any.value.as_slice())
+        .map_err(|source| RenderError::Decode { type_url: any.type_url.clone(), source })?;
+    let body = message.serialize_with_options(serde_json::value::Serializer, &options())?;
+    let mut out = serde_json::Map::new();
+    out.insert("@type".into(), Value::String(any.type_url.clone()));
+    if let Value::Object(fields) = body {
+        out.extend(fields);
+    }
+    Ok(Value::Object(out))
+}
+
+/// Packs a message into an `Any`.
+pub fn pack<T: Message + Name>(message: &T) -> Any {
+    Any { type_url: T::type_url(), value: message.encode_to_vec() }
+}
+
+/// Every resource of a fleet as (type URL, name, packed), in a stable order.
+pub fn fleet_to_any(fleet: &FleetConfig) -> Vec<(String, String, Any)> {
+    let mut out = Vec::new();
+    for l in &fleet.listeners {
+        out.push((LISTENER.to_string(), l.name.clone(), pack(l)));
+    }
+    for r in &fleet.routes {
+        out.push((ROUTE.to_string(), r.name.clone(), pack(r)));
+    }
+    for c in &fleet.clusters {
+        out.push((CLUSTER.to_string(), c.name.clone(), pack(c)));
+    }
+    for e in &fleet.endpoints {
+        out.push((ENDPOINT.to_string(), e.cluster_name.clone(), pack(e)));
+    }
+    for s in &fleet.secrets {
+        out.push((SECRET.to_string(), s.name.clone(), pack(s)));
+    }
+    out
+}
+
+fn render_all<T: Message + Name>(items: &[T]) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .map(|m| resource_json(&pack(m)).unwrap_or_else(|e| Value::String(format!("<unrenderable: {e}>"))))
+            .collect(),
+    )
+}
+
+impl FleetConfig {
+    /// `{"listeners":[...],"routes":[...],"clusters":[...],"endpoints":[...],"secrets":[...]}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "listeners": render_all(&self.listeners),
+            "routes": render_all(&self.routes),
+            "clusters": render_all(&self.clusters),
+            "endpoints": render_all(&self.endpoints),
+            "secrets": render_all(&self.secrets),
+        })
+    }
+
+    /// Like `to_json`, with private keys and generic secrets replaced by "[redacted]".
+    pub fn to_json_redacted(&self) -> Value {
+        let mut value = self.to_json();
+        if let Some(Value::Array(secrets)) = value.get_mut("secrets") {
+            for secret in secrets {
+                redact(secret, false);
+            }
+        }
+        value
+    }
+}
+
+/// Replaces inline data below a `private_key` or a `generic_secret`.
+fn redact(value: &mut Value, inside_key: bool) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let sensitive = inside_key || k == "private_key" || k == "generic_secret" || k == "password";
+                if sensitive && (k == "inline_bytes" || k == "inline_string") {
+                    *v = Value::String("[redacted]".into());
+                } else {
+                    redact(v, sensitive);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, inside_key)),
+        _ => {}
+    }
+}

@@ -1,0 +1,131 @@
+//! Indexes over the input that every stage-one step looks things up in.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::backend_kind::Backend;
+use crate::input::{ObjectKey, Resources};
+use crate::problem::{Problem, ProblemKind, Severity};
+use crate::resolve::model::convert;
+
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+type NsName = (String, String);
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GrantSpec {
+    #[serde(default)]
+    from: Vec<GrantFrom>,
+    #[serde(default)]
+    to: Vec<GrantTo>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct GrantFrom {
+    #[serde(default)]
+    group: String,
+    kind: String,
+    namespace: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct GrantTo {
+    #[serde(default)]
+    group: String,
+    kind: String,
+    name: Option<String>,
+}
+
+struct Grant {
+    namespace: String,
+    spec: GrantSpec,
+}
+
+pub struct Ctx<'a> {
+    pub res: &'a Resources,
+    pub problems: Vec<Problem>,
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub services: BTreeMap<NsName, &'a Service>,
+    /// By (namespace, service name), from the kubernetes.io/service-name label.
+    pub slices: BTreeMap<NsName, Vec<&'a EndpointSlice>>,
+    pub backends: BTreeMap<NsName, &'a Backend>,
+    pub secrets: BTreeMap<NsName, &'a Secret>,
+    pub config_maps: BTreeMap<NsName, &'a ConfigMap>,
+    grants: Vec<Grant>,
+}
+
+fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> NsName {
+    (meta.namespace.clone().unwrap_or_else(|| "default".into()), meta.name.clone().unwrap_or_default())
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(res: &'a Resources) -> Self {
+        let mut namespace_labels = BTreeMap::new();
+        for ns in &res.namespaces {
+            let name = ns.metadata.name.clone().unwrap_or_default();
+            namespace_labels.insert(name, ns.metadata.labels.clone().unwrap_or_default());
+        }
+        let mut slices: BTreeMap<NsName, Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in &res.endpoint_slices {
+            let svc = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
+            if let Some(svc) = svc {
+                slices.entry((ns_name(&slice.metadata).0, svc.clone())).or_default().push(slice);
+            }
+        }
+        for list in slices.values_mut() {
+            list.sort_by_key(|s| s.metadata.name.clone());
+        }
+        let grants = res
+            .reference_grants
+            .iter()
+            .map(|g| Grant { namespace: ns_name(&g.metadata).0, spec: convert(&g.spec) })
+            .collect();
+        Ctx {
+            res,
+            problems: Vec::new(),
+            namespace_labels,
+            services: res.services.iter().map(|s| (ns_name(&s.metadata), s)).collect(),
+            slices,
+            backends: res.backends.iter().map(|b| (ns_name(&b.metadata), b)).collect(),
+            secrets: res.secrets.iter().map(|s| (ns_name(&s.metadata), s)).collect(),
+            config_maps: res.config_maps.iter().map(|c| (ns_name(&c.metadata), c)).collect(),
+            grants,
+        }
+    }
+
+    /// A namespace's labels, with the `kubernetes.io/metadata.name` label Kubernetes always adds
+    /// (also for namespaces that only exist implicitly in a directory of files).
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let mut labels = self.namespace_labels.get(namespace).cloned().unwrap_or_default();
+        labels.insert("kubernetes.io/metadata.name".into(), namespace.into());
+        labels
+    }
+
+    /// Whether a ReferenceGrant in `to_ns` lets objects of (from_group, from_kind) in `from_ns`
+    /// refer to (to_group, to_kind, to_name). Same-namespace references need no grant.
+    pub fn ref_allowed(&self, from: (&str, &str, &str), to: (&str, &str, &str, &str)) -> bool {
+        let (from_group, from_kind, from_ns) = from;
+        let (to_group, to_kind, to_ns, to_name) = to;
+        if from_ns == to_ns {
+            return true;
+        }
+        self.grants.iter().filter(|g| g.namespace == to_ns).any(|g| {
+            g.spec.from.iter().any(|f| f.group == from_group && f.kind == from_kind && f.namespace == from_ns)
+                && g.spec.to.iter().any(|t| {
+                    t.group == to_group && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == to_name)
+                })
+        })
+    }
+
+    /// Records a problem about an object, with its source location.
+    pub fn report(&mut self, key: &ObjectKey, severity: Severity, kind: ProblemKind, field: &str, message: String) {
+        let mut p = Problem::new(severity, kind, message).object(key.clone()).field(field);
+        if let Some(src) = self.res.source(key) {
+            p = p.at(&src.file, Some(src.line));
+        }
+        self.problems.push(p);
+    }
+}

@@ -1,0 +1,147 @@
+//! HTTPRoute and GRPCRoute -> compiled routes (matches + actions), independent of listeners.
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
+use gateway_api::apis::experimental::httproutes::HttpRoute;
+
+use crate::input::ObjectKey;
+use crate::ir::{Cluster, PathMatch, RouteMatch, ValueMatch};
+use crate::resolve::attach::RouteHead;
+use crate::resolve::backends::Traffic;
+use crate::resolve::context::Ctx;
+use crate::resolve::model::{GrpcRouteSpec, HttpRouteSpec, ValueMatchSpec, convert};
+use crate::resolve::rules::{CompiledRoute, CompiledRule, build_action, duration_ms};
+
+fn head(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, parent_refs: Vec<crate::resolve::model::ParentRef>, hostnames: Vec<String>) -> RouteHead {
+    RouteHead {
+        key: ObjectKey::new(kind, meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or_default()),
+        generation: meta.generation,
+        created: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+        parent_refs,
+        hostnames,
+    }
+}
+
+fn value_matches(specs: &[ValueMatchSpec], fold_case: bool) -> Vec<ValueMatch> {
+    let mut out: Vec<ValueMatch> = Vec::new();
+    for s in specs {
+        let name = if fold_case { s.name.to_ascii_lowercase() } else { s.name.clone() };
+        // The spec: only the first entry of an equivalent name counts.
+        if out.iter().any(|m| m.name == name) {
+            continue;
+        }
+        let regex = s.type_.as_deref() == Some("RegularExpression");
+        out.push(ValueMatch { name, value: s.value.clone(), regex });
+    }
+    out
+}
+
+fn rule_label(index: usize, name: &Option<String>) -> String {
+    match name {
+        Some(n) if !n.is_empty() => format!("rule/{n}"),
+        _ => format!("rule/{index}"),
+    }
+}
+
+pub fn compile_http(ctx: &Ctx, route: &HttpRoute, clusters: &mut BTreeMap<String, Cluster>) -> CompiledRoute {
+    let spec: HttpRouteSpec = convert(&route.spec);
+    let mut out = CompiledRoute::new(head("HTTPRoute", &route.metadata, spec.parent_refs.clone(), spec.hostnames.clone()));
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        let mut matches = Vec::new();
+        for m in &rule.matches {
+            let path = m.path.clone().unwrap_or_default();
+            let value = path.value.clone().unwrap_or_else(|| "/".into());
+            let path = match path.type_.as_deref().unwrap_or("PathPrefix") {
+                "Exact" => PathMatch::Exact(value),
+                "RegularExpression" => PathMatch::Regex(value),
+                _ => PathMatch::Prefix(normalize_prefix(&value)),
+            };
+            matches.push(RouteMatch {
+                path,
+                headers: value_matches(&m.headers, true),
+                query: value_matches(&m.query_params, false),
+                method: m.method.clone(),
+                grpc: false,
+            });
+        }
+        if matches.is_empty() {
+            matches.push(RouteMatch::default());
+        }
+        let mut action = build_action(ctx, &mut out, &field, &rule.filters, &rule.backend_refs, Traffic::Http, clusters);
+        if let Some(t) = &rule.timeouts {
+            let request = t.request.as_deref().and_then(duration_ms);
+            let backend = t.backend_request.as_deref().and_then(duration_ms);
+            action.timeout_ms = match (request, backend) {
+                (Some(r), Some(b)) if r != 0 && b != 0 => Some(r.min(b)),
+                (Some(r), Some(_)) if r != 0 => Some(r),
+                (Some(r), _) => Some(r),
+                (None, b) => b,
+            };
+            if request.is_none() && t.request.is_some() || backend.is_none() && t.backend_request.is_some() {
+                out.notes.push((format!("{field}.timeouts"), "timeout is not a valid duration; ignored".into(), false));
+            }
+        }
+        if let Some(r) = &rule.retry {
+            action.retry = Some(crate::ir::Retry {
+                attempts: r.attempts.unwrap_or(1).max(0) as u32,
+                codes: r.codes.iter().filter_map(|c| u32::try_from(*c).ok()).collect(),
+                backoff_ms: r.backoff.as_deref().and_then(duration_ms),
+                per_try_timeout_ms: rule.timeouts.as_ref().and_then(|t| t.backend_request.as_deref()).and_then(duration_ms),
+            });
+        }
+        out.rules.push(CompiledRule { label: rule_label(i, &rule.name), matches, action });
+    }
+    out
+}
+
+/// Gateway API ignores a trailing slash on a path prefix.
+fn normalize_prefix(value: &str) -> String {
+    let trimmed = value.trim_end_matches('/');
+    if trimmed.is_empty() { "/".into() } else { trimmed.to_string() }
+}
+
+pub fn compile_grpc(ctx: &Ctx, route: &GrpcRoute, clusters: &mut BTreeMap<String, Cluster>) -> CompiledRoute {
+    let spec: GrpcRouteSpec = convert(&route.spec);
+    let mut out = CompiledRoute::new(head("GRPCRoute", &route.metadata, spec.parent_refs.clone(), spec.hostnames.clone()));
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        let mut matches = Vec::new();
+        for m in &rule.matches {
+            let method = m.method.clone().unwrap_or_default();
+            let regex = method.type_.as_deref() == Some("RegularExpression");
+            let svc = method.service.filter(|s| !s.is_empty());
+            let meth = method.method.filter(|s| !s.is_empty());
+            let path = match (regex, svc, meth) {
+                (false, Some(s), Some(m)) => PathMatch::Exact(format!("/{s}/{m}")),
+                (false, Some(s), None) => PathMatch::Prefix(format!("/{s}")),
+                (false, None, Some(m)) => PathMatch::Regex(format!("/[^/]+/{}", regex_escape(&m))),
+                (true, s, m) if s.is_some() || m.is_some() => PathMatch::Regex(format!(
+                    "/{}/{}",
+                    s.unwrap_or_else(|| "[^/]+".into()),
+                    m.unwrap_or_else(|| "[^/]+".into())
+                )),
+                _ => PathMatch::Prefix("/".into()),
+            };
+            matches.push(RouteMatch { path, headers: value_matches(&m.headers, true), query: Vec::new(), method: None, grpc: false });
+        }
+        if matches.is_empty() {
+            matches.push(RouteMatch::default());
+        }
+        let action = build_action(ctx, &mut out, &field, &rule.filters, &rule.backend_refs, Traffic::Grpc, clusters);
+        out.rules.push(CompiledRule { label: rule_label(i, &rule.name), matches, action });
+    }
+    out
+}
+
+pub fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

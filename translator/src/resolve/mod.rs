@@ -1,0 +1,158 @@
+//! Stage one: Gateway API resources -> IR + status.
+
+pub mod attach;
+pub mod backends;
+pub mod build;
+pub mod context;
+pub mod gateway;
+pub mod http;
+pub mod listener;
+pub mod model;
+pub mod rules;
+pub mod streams;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::input::Resources;
+use crate::ir::Ir;
+use crate::problem::{Problem, ProblemKind, Severity};
+use crate::status::{Condition, ObjectStatus, conditions_json};
+use crate::{CONTROLLER_NAME, Feedback, Options};
+use attach::{ParentOutcome, RouteHead};
+use backends::RefError;
+use context::Ctx;
+
+pub struct StageOne {
+    pub ir: Ir,
+    pub statuses: Vec<ObjectStatus>,
+    pub problems: Vec<Problem>,
+}
+
+pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> StageOne {
+    let mut ctx = Ctx::new(resources);
+    let (classes, mut statuses) = gateway::classes(&ctx);
+    let rejected: BTreeMap<String, String> = feedback
+        .rejected
+        .iter()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(fleet, r)| (fleet.clone(), r.iter().map(|x| x.message.clone()).collect::<Vec<_>>().join("; ")))
+        .collect();
+    let (mut gateways, sets) = gateway::build(&mut ctx, &classes, options, &rejected);
+
+    let mut clusters = BTreeMap::new();
+    let mut compiled = Vec::new();
+    for r in &resources.http_routes {
+        compiled.push(http::compile_http(&ctx, r, &mut clusters));
+    }
+    for r in &resources.grpc_routes {
+        compiled.push(http::compile_grpc(&ctx, r, &mut clusters));
+    }
+    compiled.sort_by(|a, b| a.head.key.cmp(&b.head.key));
+    let mut placements = build::Placements::new();
+    for (ri, route) in compiled.iter().enumerate() {
+        let outcomes = attach::attach(&ctx, &mut gateways, &sets, &route.head, true);
+        if outcomes.is_empty() {
+            continue;
+        }
+        if route.invalid.is_none() {
+            for o in &outcomes {
+                for a in o.result.iter().flatten() {
+                    placements.entry((a.gateway, a.listener)).or_default().push((ri, a.hostnames.clone()));
+                }
+            }
+        }
+        report_route(&mut ctx, &route.head, &outcomes, &route.notes);
+        statuses.push(route_status(&route.head, &outcomes, &gateways, route.invalid.as_ref(), route.unresolved.as_ref()));
+    }
+    let stream = streams::run(&mut ctx, &mut gateways, &sets, &mut clusters);
+    for (head, outcomes, invalid, unresolved, notes) in &stream.statuses {
+        report_route(&mut ctx, head, outcomes, notes);
+        statuses.push(route_status(head, outcomes, &gateways, invalid.as_ref(), unresolved.as_ref()));
+    }
+
+    let mut ir = Ir::default();
+    for (gi, gw) in gateways.iter().enumerate() {
+        ir.fleets.insert(gw.fleet(), build::fleet(gi, gw, &compiled, &placements, &stream.placements, &clusters));
+        statuses.push(gateway::gateway_status(gw));
+        for (i, l) in gw.listeners.iter().enumerate() {
+            let field = match l.owner.kind {
+                "Gateway" => format!("spec.listeners[{}]", gw.listeners[..i].iter().filter(|x| x.owner.kind == "Gateway").count()),
+                _ => continue,
+            };
+            for (reason, msg) in [&l.not_accepted, &l.unresolved].into_iter().flatten() {
+                ctx.report(&gw.key, Severity::Error, ProblemKind::NotAccepted, &field, format!("listener {}: {reason}: {msg}", l.spec.name));
+            }
+        }
+    }
+    for set in &sets {
+        statuses.push(gateway::listener_set_status(set, &gateways));
+        if let Some((reason, msg)) = &set.not_accepted {
+            ctx.report(&set.key, Severity::Error, ProblemKind::NotAccepted, "spec.parentRef", format!("{reason}: {msg}"));
+        }
+    }
+    statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+    let mut problems = ctx.problems;
+    problems.sort();
+    problems.dedup();
+    StageOne { ir, statuses, problems }
+}
+
+fn report_route(ctx: &mut Ctx, head: &RouteHead, outcomes: &[ParentOutcome], notes: &[(String, String, bool)]) {
+    for (i, o) in outcomes.iter().enumerate() {
+        if let Err((reason, msg)) = &o.result {
+            let idx = head.parent_refs.iter().position(|p| *p == o.parent_ref).unwrap_or(i);
+            ctx.report(&head.key, Severity::Error, ProblemKind::NotAccepted, &format!("spec.parentRefs[{idx}]"), format!("{reason}: {msg}"));
+        }
+    }
+    for (field, msg, unsupported) in notes {
+        let (sev, kind) = if *unsupported { (Severity::Warning, ProblemKind::Unsupported) } else { (Severity::Error, ProblemKind::Invalid) };
+        ctx.report(&head.key, sev, kind, field, msg.clone());
+    }
+}
+
+fn route_status(
+    head: &RouteHead,
+    outcomes: &[ParentOutcome],
+    gateways: &[gateway::GatewayModel],
+    invalid: Option<&(String, String)>,
+    unresolved: Option<&RefError>,
+) -> ObjectStatus {
+    let parents: Vec<Value> = outcomes
+        .iter()
+        .map(|o| {
+            let parent_ns = o.parent_ref.namespace.clone().unwrap_or_else(|| head.key.namespace.clone());
+            let _ = &gateways[o.gateway];
+            let accepted = match (invalid, &o.result) {
+                (Some((reason, msg)), _) => Condition::new("Accepted", false, reason, msg.clone()),
+                (None, Ok(_)) => Condition::new("Accepted", true, "Accepted", "Route is accepted"),
+                (None, Err((reason, msg))) => Condition::new("Accepted", false, reason, msg.clone()),
+            };
+            let resolved = match unresolved {
+                Some(e) => Condition::new("ResolvedRefs", false, e.reason, e.message.clone()),
+                None => Condition::new("ResolvedRefs", true, "ResolvedRefs", "All references resolved"),
+            };
+            json!({
+                "parentRef": o.status_ref(&head.key.namespace, &parent_ns),
+                "controllerName": CONTROLLER_NAME,
+                "conditions": conditions_json(&[accepted, resolved], head.generation),
+            })
+        })
+        .collect();
+    ObjectStatus {
+        api_version: api_version(&head.key.kind).into(),
+        kind: head.key.kind.clone(),
+        namespace: Some(head.key.namespace.clone()),
+        name: head.key.name.clone(),
+        generation: head.generation,
+        status: json!({"parents": parents}),
+    }
+}
+
+fn api_version(kind: &str) -> &'static str {
+    match kind {
+        "TCPRoute" | "UDPRoute" => "gateway.networking.k8s.io/v1alpha2",
+        _ => "gateway.networking.k8s.io/v1",
+    }
+}

@@ -1,0 +1,247 @@
+//! Pieces shared by HTTPRoute and GRPCRoute rules: filters, weighted backends, the compiled
+//! route shape that virtual hosts are built from.
+
+use std::collections::BTreeMap;
+
+use crate::ir::{Action, Cluster, Cors, Forward, HeaderMods, Mirror, PathRewrite, Redirect, Retry, Rewrite, RouteMatch, WeightedCluster};
+use crate::resolve::attach::RouteHead;
+use crate::resolve::backends::{self, RefError, Traffic};
+use crate::resolve::context::Ctx;
+use crate::resolve::model::{BackendRef, Filter, HeaderModifier};
+
+/// Everything about a rule except where it matches.
+#[derive(Clone, Debug)]
+pub struct RuleAction {
+    pub action: Action,
+    pub request_headers: HeaderMods,
+    pub response_headers: HeaderMods,
+    pub mirrors: Vec<Mirror>,
+    pub cors: Option<Cors>,
+    pub timeout_ms: Option<u64>,
+    pub retry: Option<Retry>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CompiledRule {
+    /// `rule/0` or `rule/<name>`.
+    pub label: String,
+    pub matches: Vec<RouteMatch>,
+    pub action: RuleAction,
+}
+
+/// An HTTPRoute or GRPCRoute, ready to be placed into virtual hosts.
+pub struct CompiledRoute {
+    pub head: RouteHead,
+    pub rules: Vec<CompiledRule>,
+    /// ResolvedRefs=False reason and message (first unresolved reference).
+    pub unresolved: Option<RefError>,
+    /// Accepted=False for every parent (the route as a whole is unusable).
+    pub invalid: Option<(String, String)>,
+    /// Problems to report, as (field, message, unsupported?).
+    pub notes: Vec<(String, String, bool)>,
+}
+
+impl CompiledRoute {
+    pub fn new(head: RouteHead) -> Self {
+        CompiledRoute { head, rules: Vec::new(), unresolved: None, invalid: None, notes: Vec::new() }
+    }
+
+    pub fn unresolved(&mut self, field: String, err: RefError) {
+        self.notes.push((field, err.message.clone(), false));
+        if self.unresolved.is_none() {
+            self.unresolved = Some(err);
+        }
+    }
+}
+
+pub fn header_mods(m: &HeaderModifier) -> HeaderMods {
+    HeaderMods {
+        set: m.set.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+        add: m.add.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+        remove: m.remove.clone(),
+    }
+}
+
+/// Builds a rule's action from its filters and backendRefs.
+pub fn build_action(
+    ctx: &Ctx,
+    route: &mut CompiledRoute,
+    field: &str,
+    filters: &[Filter],
+    backend_refs: &[BackendRef],
+    traffic: Traffic,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> RuleAction {
+    let mut out = RuleAction {
+        action: Action::Direct { status: 500, body: None },
+        request_headers: HeaderMods::default(),
+        response_headers: HeaderMods::default(),
+        mirrors: Vec::new(),
+        cors: None,
+        timeout_ms: None,
+        retry: None,
+    };
+    let mut redirect = None;
+    let mut rewrite: Option<Rewrite> = None;
+    let mut broken_filter = false;
+    let from = (route.head.key.kind.clone(), route.head.key.namespace.clone());
+    for (i, f) in filters.iter().enumerate() {
+        let ffield = format!("{field}.filters[{i}]");
+        match f.type_.as_str() {
+            "RequestHeaderModifier" => out.request_headers.merge(f.request_header_modifier.as_ref().map(header_mods).unwrap_or_default()),
+            "ResponseHeaderModifier" => out.response_headers.merge(f.response_header_modifier.as_ref().map(header_mods).unwrap_or_default()),
+            "RequestRedirect" if traffic == Traffic::Http => {
+                let r = f.request_redirect.clone().unwrap_or_default();
+                redirect = Some(Redirect {
+                    scheme: r.scheme,
+                    hostname: r.hostname,
+                    port: r.port.and_then(|p| u32::try_from(p).ok()),
+                    path: r.path.as_ref().and_then(path_rewrite),
+                    status: r.status_code.and_then(|c| u32::try_from(c).ok()).unwrap_or(302),
+                });
+            }
+            "URLRewrite" if traffic == Traffic::Http => {
+                let r = f.url_rewrite.clone().unwrap_or_default();
+                rewrite = Some(Rewrite { hostname: r.hostname, path: r.path.as_ref().and_then(path_rewrite) });
+            }
+            "RequestMirror" => {
+                let Some(m) = &f.request_mirror else { continue };
+                match backends::resolve(ctx, (&from.0, &from.1), &m.backend_ref, traffic, clusters) {
+                    Ok(res) => {
+                        let (numerator, denominator) = match (&m.fraction, m.percent) {
+                            (Some(fr), _) => (fr.numerator.max(0) as u32, fr.denominator.unwrap_or(100).max(1) as u32),
+                            (None, Some(p)) => (p.clamp(0, 100) as u32, 100),
+                            (None, None) => (100, 100),
+                        };
+                        out.mirrors.push(Mirror { cluster: res.cluster, numerator, denominator });
+                    }
+                    Err(e) => route.unresolved(format!("{ffield}.requestMirror.backendRef"), e),
+                }
+            }
+            "CORS" if traffic == Traffic::Http => {
+                let c = f.cors.clone().unwrap_or_default();
+                out.cors = Some(Cors {
+                    allow_origins: c.allow_origins,
+                    allow_methods: c.allow_methods,
+                    allow_headers: c.allow_headers,
+                    expose_headers: c.expose_headers,
+                    allow_credentials: c.allow_credentials.unwrap_or(false),
+                    max_age: c.max_age.map(i64::from),
+                });
+            }
+            "ExtensionRef" => {
+                let name = f.extension_ref.as_ref().map(|e| format!("{}/{} {}", e.group.clone().unwrap_or_default(), e.kind.clone().unwrap_or_default(), e.name)).unwrap_or_default();
+                route.notes.push((ffield, format!("extensionRef {name} is not supported; matching requests get 500"), true));
+                broken_filter = true;
+            }
+            other => {
+                route.notes.push((ffield, format!("filter type {other} is not supported; matching requests get 500"), true));
+                broken_filter = true;
+            }
+        }
+    }
+    if broken_filter {
+        return out;
+    }
+    if let Some(r) = redirect {
+        out.action = Action::Redirect(r);
+        return out;
+    }
+    let mut forward = Forward { rewrite, ..Default::default() };
+    for (i, r) in backend_refs.iter().enumerate() {
+        let weight = r.weight.unwrap_or(1).max(0) as u32;
+        let bfield = format!("{field}.backendRefs[{i}]");
+        let resolved = backends::resolve(ctx, (&from.0, &from.1), r, traffic, clusters);
+        let cluster = match resolved {
+            Ok(res) => {
+                forward.websocket |= res.websocket;
+                Some(res.cluster)
+            }
+            Err(e) => {
+                route.unresolved(bfield.clone(), e);
+                None
+            }
+        };
+        let mut wc = WeightedCluster { cluster, weight, request_headers: HeaderMods::default(), response_headers: HeaderMods::default() };
+        for (j, f) in r.filters.iter().enumerate() {
+            match f.type_.as_str() {
+                "RequestHeaderModifier" => wc.request_headers.merge(f.request_header_modifier.as_ref().map(header_mods).unwrap_or_default()),
+                "ResponseHeaderModifier" => wc.response_headers.merge(f.response_header_modifier.as_ref().map(header_mods).unwrap_or_default()),
+                "URLRewrite" if backend_refs.len() == 1 && traffic == Traffic::Http => {
+                    // One backend: its rewrite is the rule's rewrite.
+                    let u = f.url_rewrite.clone().unwrap_or_default();
+                    forward.rewrite = Some(Rewrite { hostname: u.hostname, path: u.path.as_ref().and_then(path_rewrite) });
+                }
+                other => route.notes.push((format!("{bfield}.filters[{j}]"), format!("backendRef filter {other} is not supported here; ignored"), true)),
+            }
+        }
+        if weight > 0 {
+            forward.backends.push(wc);
+        }
+    }
+    let total: u32 = forward.backends.iter().map(|b| b.weight).sum();
+    if total == 0 || forward.backends.iter().all(|b| b.cluster.is_none()) {
+        return out;
+    }
+    out.action = Action::Forward(forward);
+    out
+}
+
+fn path_rewrite(p: &crate::resolve::model::PathModifier) -> Option<PathRewrite> {
+    match p.type_.as_str() {
+        "ReplaceFullPath" => Some(PathRewrite::Full(p.replace_full_path.clone().unwrap_or_else(|| "/".into()))),
+        "ReplacePrefixMatch" => Some(PathRewrite::Prefix {
+            matched: String::new(),
+            replacement: p.replace_prefix_match.clone().unwrap_or_else(|| "/".into()),
+        }),
+        _ => None,
+    }
+}
+
+/// Parses a Gateway API Duration (`1h2m3s4ms`) into milliseconds.
+pub fn duration_ms(s: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    if s.is_empty() {
+        return None;
+    }
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        let unit = match c {
+            'h' => 3_600_000,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1
+            }
+            'm' => 60_000,
+            's' => 1000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("1s"), Some(1000));
+        assert_eq!(duration_ms("500ms"), Some(500));
+        assert_eq!(duration_ms("1h1m1s1ms"), Some(3_661_001));
+        assert_eq!(duration_ms("0s"), Some(0));
+        assert_eq!(duration_ms("1"), None);
+        assert_eq!(duration_ms("1x"), None);
+    }
+}

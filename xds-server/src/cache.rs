@@ -1,0 +1,346 @@
+//! Shared state: the latest snapshot per fleet (published through `watch`, debounced), and the
+//! registry of connected streams.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use crate::Any;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::status::{NodeStatus, XdsEvent};
+use crate::stream::StreamState;
+
+/// Debounce settings for snapshot publication.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheConfig {
+    /// Publish once no new snapshot arrived for this long.
+    pub debounce: Duration,
+    /// ... but never hold a snapshot back longer than this.
+    pub max_delay: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            debounce: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Resources by type URL, each as (name, body), names sorted.
+pub type SentResources = BTreeMap<String, Vec<(String, Arc<Any>)>>;
+
+/// What streams of a fleet see: `None` until the fleet has a snapshot (or after removal).
+pub(crate) type Published = Option<Snapshot>;
+
+struct Pending {
+    snapshot: Published,
+    first: Instant,
+    last: Instant,
+}
+
+struct Fleet {
+    tx: watch::Sender<Published>,
+    pending: Option<Pending>,
+    timer_running: bool,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        Fleet {
+            tx: watch::Sender::new(None),
+            pending: None,
+            timer_running: false,
+        }
+    }
+
+    /// The most recently set value, published or not.
+    fn latest(&self) -> Published {
+        match &self.pending {
+            Some(p) => p.snapshot.clone(),
+            None => self.tx.borrow().clone(),
+        }
+    }
+
+    fn publish_pending(&mut self) {
+        if let Some(p) = self.pending.take()
+            && !same(&self.tx.borrow(), &p.snapshot)
+        {
+            self.tx.send_replace(p.snapshot);
+        }
+    }
+}
+
+fn same(a: &Published, b: &Published) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_content(b),
+        _ => false,
+    }
+}
+
+pub(crate) struct Inner {
+    config: CacheConfig,
+    fleets: Mutex<BTreeMap<String, Fleet>>,
+    streams: Mutex<BTreeMap<u64, Arc<Mutex<StreamState>>>>,
+    next_stream_id: AtomicU64,
+    pub(crate) events: broadcast::Sender<XdsEvent>,
+    pub(crate) metrics: Metrics,
+}
+
+/// Shared state: the latest snapshot per fleet, and what each connected node has been sent/ACKed.
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Cache {
+    pub fn new(config: CacheConfig) -> Self {
+        Cache {
+            inner: Arc::new(Inner {
+                config,
+                fleets: Mutex::default(),
+                streams: Mutex::default(),
+                next_stream_id: AtomicU64::new(1),
+                events: broadcast::Sender::new(1024),
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    /// Publishes a fleet's snapshot (after the debounce). Identical content => no push at all.
+    /// Returns whether it changed.
+    pub fn set_snapshot(&self, fleet: &str, snapshot: Snapshot) -> bool {
+        self.set(fleet, Some(snapshot))
+    }
+
+    /// Forgets a fleet: its Envoys get an empty config.
+    pub fn remove_fleet(&self, fleet: &str) {
+        self.set(fleet, None);
+    }
+
+    /// The fleet's most recently set snapshot (possibly still inside the debounce window).
+    pub fn snapshot(&self, fleet: &str) -> Option<Snapshot> {
+        lock(&self.inner.fleets).get(fleet)?.latest()
+    }
+
+    /// Fleets that currently have a snapshot, sorted.
+    pub fn fleets(&self) -> Vec<String> {
+        lock(&self.inner.fleets)
+            .iter()
+            .filter(|(_, f)| f.latest().is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// One entry per connected stream, by stream id.
+    pub fn node_statuses(&self) -> Vec<NodeStatus> {
+        self.stream_states()
+            .iter()
+            .map(|s| lock(s).status())
+            .collect()
+    }
+
+    /// What a node was last sent, per type URL, by name (merged over the node's streams).
+    pub fn sent_resources(&self, node_id: &str) -> Option<SentResources> {
+        let mut found = false;
+        let mut merged: BTreeMap<String, BTreeMap<String, Arc<Any>>> = BTreeMap::new();
+        for s in self.stream_states() {
+            let s = lock(&s);
+            if s.node_id() != node_id {
+                continue;
+            }
+            found = true;
+            for (type_url, resources) in s.sent_resources() {
+                merged.entry(type_url).or_default().extend(resources);
+            }
+        }
+        found.then(|| {
+            merged
+                .into_iter()
+                .map(|(t, r)| (t, r.into_iter().collect()))
+                .collect()
+        })
+    }
+
+    /// Connected / Disconnected / Acked / Nacked events.
+    pub fn subscribe(&self) -> broadcast::Receiver<XdsEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Prometheus text exposition.
+    pub fn render_metrics(&self) -> String {
+        let mut streams: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for s in self.stream_states() {
+            let s = lock(&s);
+            *streams
+                .entry((s.fleet().to_string(), s.variant().to_string()))
+                .or_default() += 1;
+        }
+        self.inner.metrics.render(&streams)
+    }
+
+    fn set(&self, fleet: &str, snapshot: Published) -> bool {
+        let mut fleets = lock(&self.inner.fleets);
+        let entry = fleets.entry(fleet.to_string()).or_insert_with(Fleet::new);
+        if same(&entry.latest(), &snapshot) {
+            return false;
+        }
+        let now = Instant::now();
+        let first = entry.pending.as_ref().map_or(now, |p| p.first);
+        entry.pending = Some(Pending {
+            snapshot,
+            first,
+            last: now,
+        });
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        match runtime {
+            // No quiet period wanted, or no runtime to run a timer on: publish right away.
+            _ if self.inner.config.debounce.is_zero() => entry.publish_pending(),
+            None => entry.publish_pending(),
+            Some(_) if entry.timer_running => {}
+            Some(rt) => {
+                entry.timer_running = true;
+                rt.spawn(debounce(Arc::downgrade(&self.inner), fleet.to_string()));
+            }
+        }
+        true
+    }
+
+    /// A receiver of the fleet's published snapshots; creates the fleet entry if needed.
+    pub(crate) fn watch(&self, fleet: &str) -> watch::Receiver<Published> {
+        lock(&self.inner.fleets)
+            .entry(fleet.to_string())
+            .or_insert_with(Fleet::new)
+            .tx
+            .subscribe()
+    }
+
+    pub(crate) fn next_stream_id(&self) -> u64 {
+        self.inner.next_stream_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn register(&self, id: u64, state: Arc<Mutex<StreamState>>) {
+        lock(&self.inner.streams).insert(id, state);
+    }
+
+    /// Removes a stream; drops the fleet entry when nothing holds it any more.
+    pub(crate) fn deregister(&self, id: u64, fleet: &str) {
+        lock(&self.inner.streams).remove(&id);
+        let mut fleets = lock(&self.inner.fleets);
+        let unused = fleets.get(fleet).is_some_and(|f| {
+            f.pending.is_none() && f.tx.borrow().is_none() && f.tx.receiver_count() == 0
+        });
+        if unused {
+            fleets.remove(fleet);
+        }
+    }
+
+    pub(crate) fn stream_states(&self) -> Vec<Arc<Mutex<StreamState>>> {
+        lock(&self.inner.streams).values().cloned().collect()
+    }
+}
+
+/// Publishes a fleet's pending snapshot once it has been quiet for `debounce`, or `max_delay`
+/// after the first unpublished change.
+async fn debounce(inner: Weak<Inner>, fleet: String) {
+    loop {
+        let deadline = {
+            let Some(inner) = inner.upgrade() else { return };
+            let mut fleets = lock(&inner.fleets);
+            let Some(entry) = fleets.get_mut(&fleet) else {
+                return;
+            };
+            let Some(p) = &entry.pending else {
+                entry.timer_running = false;
+                return;
+            };
+            let deadline = (p.last + inner.config.debounce).min(p.first + inner.config.max_delay);
+            if Instant::now() >= deadline {
+                entry.publish_pending();
+                entry.timer_running = false;
+                return;
+            }
+            deadline
+        };
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update; the data is still the best
+/// we have, and the server must keep serving.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::type_url::CLUSTER;
+
+    fn snap(value: &[u8]) -> Snapshot {
+        let mut s = Snapshot::new();
+        s.insert(
+            CLUSTER,
+            "c",
+            Any {
+                type_url: CLUSTER.into(),
+                value: value.to_vec(),
+            },
+        );
+        s
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_snapshots_do_not_publish() {
+        let cache = Cache::new(CacheConfig::default());
+        let mut rx = cache.watch("ns/gw");
+        assert!(cache.set_snapshot("ns/gw", snap(b"1")));
+        assert!(!cache.set_snapshot("ns/gw", snap(b"1")));
+        rx.changed().await.unwrap();
+        assert!(
+            rx.borrow_and_update()
+                .as_ref()
+                .unwrap()
+                .same_content(&snap(b"1"))
+        );
+        assert!(!cache.set_snapshot("ns/gw", snap(b"1")));
+        assert_eq!(cache.fleets(), vec!["ns/gw".to_string()]);
+        // A change that is reverted inside the debounce window publishes nothing.
+        assert!(cache.set_snapshot("ns/gw", snap(b"2")));
+        assert!(cache.set_snapshot("ns/gw", snap(b"1")));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn debounce_coalesces_and_max_delay_bounds_it() {
+        let cache = Cache::new(CacheConfig {
+            debounce: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        });
+        let mut rx = cache.watch("f");
+        let start = Instant::now();
+        // A change every 5ms never leaves a quiet period; max_delay forces publication.
+        for i in 0..20u8 {
+            cache.set_snapshot("f", snap(&[i]));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if rx.has_changed().unwrap() {
+                break;
+            }
+        }
+        assert!(rx.has_changed().unwrap());
+        assert!(Instant::now() - start <= Duration::from_millis(60));
+        rx.borrow_and_update();
+        cache.remove_fleet("f");
+        rx.changed().await.unwrap();
+        assert!(rx.borrow().is_none());
+        assert!(cache.fleets().is_empty());
+    }
+}

@@ -1,0 +1,199 @@
+//! Incremental (delta) rules: subscribe/unsubscribe deltas honoured even with stale nonces,
+//! only changed resources sent, deletions and non-existence in `removed_resources`.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
+};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::Any;
+use crate::stream::{Held, InFlight, Protocol, StreamState, TypeState, View};
+
+pub(crate) struct Delta;
+
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url_mut(req: &mut DeltaDiscoveryRequest) -> &mut String {
+        &mut req.type_url
+    }
+
+    fn on_request(st: &mut StreamState, req: DeltaDiscoveryRequest) {
+        let type_url = req.type_url.as_str();
+        let ts = st.types.entry(type_url.to_string()).or_default();
+        subscribe(ts, &req);
+        let acks = ts
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| !req.response_nonce.is_empty() && f.nonce == req.response_nonce);
+        if acks {
+            let error = req.error_detail.map(|e| e.message);
+            st.acknowledge(type_url, error);
+        } else if !req.response_nonce.is_empty() {
+            debug!(type_url, nonce = %req.response_nonce, "request with an old nonce");
+        }
+    }
+
+    fn has_work(view: &View, type_url: &str, ts: &TypeState) -> bool {
+        if !ts.requested {
+            return false;
+        }
+        if ts.must_respond {
+            return true;
+        }
+        let changed = ts
+            .desired(view, type_url)
+            .into_iter()
+            .any(|r| ts.force.contains(&r.name) || !ts.held.get(&r.name).is_some_and(|h| h.is(r)));
+        changed || removals(view, type_url, ts).next().is_some()
+    }
+
+    fn build(st: &mut StreamState, type_url: &str) -> DeltaDiscoveryResponse {
+        let nonce = st.next_nonce();
+        let version = st.view.version(type_url);
+        let ts = st.types.entry(type_url.to_string()).or_default();
+        let mut resources = Vec::new();
+        let mut changed = Vec::new();
+        for r in ts.desired(&st.view, type_url) {
+            let fresh = !ts.held.get(&r.name).is_some_and(|h| h.is(r));
+            if fresh {
+                changed.extend(r.children.iter().cloned());
+            }
+            if fresh || ts.force.contains(&r.name) {
+                resources.push(WireResource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(Any::clone(&r.body)),
+                    ..Default::default()
+                });
+                ts.held.insert(r.name.clone(), Held::from(r));
+            }
+        }
+        let removed: BTreeSet<String> = removals(&st.view, type_url, ts).collect();
+        for name in &removed {
+            if ts.names.contains(name) {
+                // Still subscribed: remember that the client knows it is absent.
+                ts.held.insert(name.clone(), Held::Absent);
+            } else {
+                ts.held.remove(name);
+            }
+        }
+        let names = resources
+            .iter()
+            .map(|r| r.name.clone())
+            .chain(removed.iter().cloned())
+            .collect();
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version.clone(),
+            resources,
+            type_url: type_url.to_string(),
+            removed_resources: removed.into_iter().collect(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        let sent = InFlight {
+            nonce,
+            version,
+            sent_at: Instant::now(),
+            names,
+        };
+        debug!(
+            type_url,
+            resources = response.resources.len(),
+            removed = response.removed_resources.len(),
+            "push"
+        );
+        st.sent(type_url, sent, changed);
+        response
+    }
+}
+
+/// Names to put in `removed_resources`: held resources that are gone, subscribed names the
+/// client has not been told are absent, and forced names that no longer exist.
+fn removals<'a>(
+    view: &'a View,
+    type_url: &'a str,
+    ts: &'a TypeState,
+) -> impl Iterator<Item = String> + 'a {
+    let gone = ts
+        .held
+        .iter()
+        .filter(move |(name, held)| {
+            matches!(held, Held::Has { .. })
+                && ts.covers(name)
+                && view.get(type_url, name).is_none()
+        })
+        .map(|(name, _)| name);
+    let unknown = ts
+        .names
+        .iter()
+        .filter(move |name| !ts.held.contains_key(*name) && view.get(type_url, name).is_none());
+    let forced = ts
+        .force
+        .iter()
+        .filter(move |name| ts.covers(name) && view.get(type_url, name).is_none());
+    gone.chain(unknown)
+        .chain(forced)
+        .cloned()
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+}
+
+/// Applies subscription changes. Honoured whatever the nonce says.
+fn subscribe(ts: &mut TypeState, req: &DeltaDiscoveryRequest) {
+    let first = !ts.requested;
+    ts.requested = true;
+    if first {
+        // Reconnect: what the client already has is not sent again.
+        for (name, version) in &req.initial_resource_versions {
+            let held = Held::Has {
+                version: version.clone(),
+                body: None,
+            };
+            ts.held.insert(name.clone(), held);
+        }
+        if req.resource_names_subscribe.is_empty() && req.resource_names_unsubscribe.is_empty() {
+            ts.wildcard = true;
+        }
+    }
+    for name in &req.resource_names_subscribe {
+        if name == "*" {
+            ts.wildcard = true;
+            continue;
+        }
+        ts.names.insert(name.clone());
+        if !first {
+            // The client may have forgotten it: a (re)subscription is always answered.
+            ts.force.insert(name.clone());
+        }
+    }
+    for name in &req.resource_names_unsubscribe {
+        if name == "*" {
+            ts.wildcard = false;
+            let names = &ts.names;
+            ts.held.retain(|n, _| names.contains(n));
+            ts.force.retain(|n| names.contains(n));
+            continue;
+        }
+        ts.names.remove(name);
+        if ts.wildcard {
+            // The client cannot tell whether the wildcard still covers it: say so either way.
+            ts.force.insert(name.clone());
+        } else {
+            ts.held.remove(name);
+            ts.force.remove(name);
+        }
+    }
+    if first && ts.wildcard {
+        ts.must_respond = true;
+    }
+}

@@ -1,0 +1,95 @@
+//! The gRPC server: every xDS service and CSDS on one port.
+
+use std::future::Future;
+
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::ListenerDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::cache::Cache;
+use crate::csds::Csds;
+use crate::services::Xds;
+
+/// Largest request accepted. Envoy's NACKs echo nothing big, but a node with very many
+/// subscriptions sends long name lists.
+const MAX_MESSAGE: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The gRPC transport failed (accepting connections or serving HTTP/2).
+    #[error("xDS gRPC server failed")]
+    Transport(#[source] tonic::transport::Error),
+}
+
+/// Serves ADS (SotW + delta), the per-type services and CSDS from one [`Cache`].
+pub struct Server {
+    cache: Cache,
+}
+
+impl Server {
+    pub fn new(cache: Cache) -> Self {
+        Server { cache }
+    }
+
+    /// Serves until `shutdown` completes, then ends every open stream cleanly and returns once
+    /// connections have drained.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let (stop, stopped) = watch::channel(false);
+        let routes = self.routes_with(stopped);
+        let signal = async move {
+            shutdown.await;
+            // Streams end on this; tonic then waits for their connections to finish.
+            let _ = stop.send(true);
+        };
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await
+            .map_err(Error::Transport)
+    }
+
+    /// The services, for embedding in another tonic server. Streams then end only when their
+    /// clients leave.
+    pub fn routes(self) -> tonic::service::Routes {
+        let (_, never) = watch::channel(false);
+        self.routes_with(never)
+    }
+
+    fn routes_with(self, shutdown: watch::Receiver<bool>) -> tonic::service::Routes {
+        let xds = Xds {
+            cache: self.cache.clone(),
+            shutdown,
+        };
+        let csds = Csds { cache: self.cache };
+        tonic::service::Routes::new(
+            AggregatedDiscoveryServiceServer::new(xds.clone())
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ClusterDiscoveryServiceServer::new(xds.clone()).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            EndpointDiscoveryServiceServer::new(xds.clone()).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ListenerDiscoveryServiceServer::new(xds.clone()).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            RouteDiscoveryServiceServer::new(xds.clone()).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(SecretDiscoveryServiceServer::new(xds).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(
+            ClientStatusDiscoveryServiceServer::new(csds).max_decoding_message_size(MAX_MESSAGE),
+        )
+    }
+}

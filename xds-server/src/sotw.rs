@@ -1,0 +1,162 @@
+//! State-of-the-world rules: full resource lists per request, stale nonces ignored, LDS/CDS
+//! answered with the complete set.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::snapshot::Resource;
+use crate::stream::{Held, InFlight, Protocol, StreamState, TypeState, View, full_state};
+
+pub(crate) struct Sotw;
+
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url_mut(req: &mut DiscoveryRequest) -> &mut String {
+        &mut req.type_url
+    }
+
+    fn on_request(st: &mut StreamState, req: DiscoveryRequest) {
+        let type_url = req.type_url.as_str();
+        let ts = st.types.entry(type_url.to_string()).or_default();
+        let nonce = req.response_nonce.as_str();
+        if !nonce.is_empty() && ts.last_nonce.as_deref() != Some(nonce) {
+            // A newer response is on its way; the client will answer that one with its
+            // current subscription.
+            debug!(type_url, nonce, "ignoring request with stale nonce");
+            return;
+        }
+        subscribe(ts, type_url, &req.resource_names);
+        if !nonce.is_empty() && ts.in_flight.is_some() {
+            let error = req.error_detail.map(|e| e.message);
+            st.acknowledge(type_url, error);
+        }
+    }
+
+    fn has_work(view: &View, type_url: &str, ts: &TypeState) -> bool {
+        if !ts.requested {
+            return false;
+        }
+        if ts.must_respond {
+            return true;
+        }
+        let desired = ts.desired(view, type_url);
+        let changed = |r: &&Resource| {
+            ts.force.contains(&r.name) || !ts.held.get(&r.name).is_some_and(|h| h.is(r))
+        };
+        if full_state(type_url) {
+            // Deletion by omission: anything held but no longer desired also needs a push.
+            desired.len() != ts.held.len() || desired.iter().any(changed)
+        } else {
+            desired.iter().any(changed)
+        }
+    }
+
+    fn build(st: &mut StreamState, type_url: &str) -> DiscoveryResponse {
+        let nonce = st.next_nonce();
+        let version = st.view.version(type_url);
+        let ts = st.types.entry(type_url.to_string()).or_default();
+        let desired = ts.desired(&st.view, type_url);
+        let full = full_state(type_url);
+        let mut changed = Vec::new();
+        let mut send = Vec::new();
+        for r in desired {
+            let fresh = !ts.held.get(&r.name).is_some_and(|h| h.is(r));
+            if fresh {
+                changed.extend(r.children.iter().cloned());
+            }
+            if full || fresh || ts.force.contains(&r.name) {
+                send.push(r);
+            }
+        }
+        if full {
+            ts.held.clear();
+        }
+        for r in &send {
+            ts.held.insert(r.name.clone(), Held::from(r));
+        }
+        let names = send.iter().map(|r| r.name.clone()).collect();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: send.iter().map(|r| Any::clone(&r.body)).collect(),
+            type_url: type_url.to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        let sent = InFlight {
+            nonce,
+            version,
+            sent_at: Instant::now(),
+            names,
+        };
+        debug!(type_url, version = %sent.version, resources = response.resources.len(), "push");
+        st.sent(type_url, sent, changed);
+        response
+    }
+
+    /// EDS/RDS/SDS: forget resources the snapshot dropped, so they are sent again if they
+    /// come back (the client may have let them go with their parents).
+    fn on_snapshot(st: &mut StreamState) {
+        for (type_url, ts) in st.types.iter_mut() {
+            if !full_state(type_url) {
+                ts.held
+                    .retain(|name, _| st.view.get(type_url, name).is_some());
+            }
+        }
+    }
+}
+
+type Any = crate::Any;
+
+/// Applies a SotW subscription (the complete list of names the client wants).
+fn subscribe(ts: &mut TypeState, type_url: &str, names: &[String]) {
+    let first = !ts.requested;
+    ts.requested = true;
+    let was_wildcard = ts.wildcard;
+    let before = std::mem::take(&mut ts.names);
+    if names.is_empty() {
+        // Legacy wildcard only while the stream never named anything; afterwards an empty
+        // list unsubscribes from everything.
+        ts.wildcard = !ts.ever_named;
+    } else {
+        ts.ever_named = true;
+        ts.wildcard = names.iter().any(|n| n == "*");
+        ts.names = names.iter().filter(|n| *n != "*").cloned().collect();
+    }
+    // Newly requested names are always sent, even if they were sent before.
+    let added: BTreeSet<String> = ts.names.difference(&before).cloned().collect();
+    ts.force.extend(added);
+    if ((first || !was_wildcard) && ts.wildcard) || (first && full_state(type_url)) {
+        ts.must_respond = true;
+    }
+    let (wildcard, names) = (ts.wildcard, &ts.names);
+    ts.held.retain(|n, _| wildcard || names.contains(n));
+    ts.force.retain(|n| wildcard || names.contains(n));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_wildcard_then_names_then_unsubscribe_all() {
+        let mut ts = TypeState::default();
+        subscribe(&mut ts, crate::type_url::CLUSTER, &[]);
+        assert!(ts.wildcard && ts.must_respond);
+        subscribe(&mut ts, crate::type_url::CLUSTER, &["*".into(), "a".into()]);
+        assert!(ts.wildcard && ts.names.contains("a") && ts.force.contains("a"));
+        subscribe(&mut ts, crate::type_url::CLUSTER, &["a".into()]);
+        assert!(!ts.wildcard);
+        subscribe(&mut ts, crate::type_url::CLUSTER, &[]);
+        assert!(!ts.wildcard && ts.names.is_empty());
+    }
+}

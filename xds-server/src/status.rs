@@ -1,0 +1,130 @@
+//! Public views of connected streams: statuses for the admin API and CSDS, and events.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+/// Which xDS transport a stream uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Variant {
+    /// State of the world over ADS.
+    SotwAds,
+    /// Incremental over ADS.
+    DeltaAds,
+    /// State of the world on a per-type service (CDS, LDS, ...).
+    SotwPerType,
+    /// Incremental on a per-type service.
+    DeltaPerType,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::SotwAds => "sotw-ads",
+            Variant::DeltaAds => "delta-ads",
+            Variant::SotwPerType => "sotw",
+            Variant::DeltaPerType => "delta",
+        }
+    }
+
+    pub fn is_delta(self) -> bool {
+        matches!(self, Variant::DeltaAds | Variant::DeltaPerType)
+    }
+
+    pub fn is_ads(self) -> bool {
+        matches!(self, Variant::SotwAds | Variant::DeltaAds)
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How far a node is with one type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// The node ACKed everything it should have of this type.
+    Synced,
+    /// Nothing of this type was sent yet.
+    NotSent,
+    /// A response is waiting for its ACK, or newer config is waiting to be sent.
+    Stale,
+    /// The node rejected the last response and keeps its previous config.
+    Nacked,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Synced => "SYNCED",
+            SyncState::NotSent => "NOT_SENT",
+            SyncState::Stale => "STALE",
+            SyncState::Nacked => "NACKED",
+        }
+    }
+}
+
+/// A rejected response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nack {
+    /// version_info of the rejected response (delta: the system version sent with it).
+    pub version: String,
+    /// Envoy's error message.
+    pub message: String,
+    /// Resources the rejection concerns, when the message or the response identifies them.
+    pub resource_names: Vec<String>,
+    pub at: SystemTime,
+}
+
+/// One type URL on one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeStatus {
+    /// version_info of the last response sent (delta: its system_version_info).
+    pub sent_version: Option<String>,
+    pub sent_nonce: Option<String>,
+    /// Last version the node ACKed.
+    pub acked_version: Option<String>,
+    pub state: SyncState,
+    /// The most recent NACK; cleared by the next ACK.
+    pub last_nack: Option<Nack>,
+    /// Names the node subscribes to (`*` for a wildcard).
+    pub subscribed: Vec<String>,
+}
+
+/// One connected xDS stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Unique per stream for the life of the process.
+    pub stream_id: u64,
+    pub node_id: String,
+    /// `node.cluster`, i.e. `namespace/gateway`.
+    pub fleet: String,
+    pub variant: Variant,
+    pub connected_since: SystemTime,
+    /// By type URL.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdsEventKind {
+    Connected,
+    Disconnected,
+    Acked,
+    Nacked,
+}
+
+/// Something a node did, for logs and watchers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdsEvent {
+    pub kind: XdsEventKind,
+    pub node_id: String,
+    pub fleet: String,
+    /// Empty for Connected/Disconnected.
+    pub type_url: String,
+    /// The ACKed or NACKed version; empty for Connected/Disconnected.
+    pub version: String,
+    /// The NACK's error message; empty otherwise.
+    pub message: String,
+}
