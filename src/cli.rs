@@ -81,6 +81,8 @@ pub struct ServeArgs {
     /// Longest a reload waits behind a stream of changes, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub max_delay_ms: u64,
+    #[command(flatten)]
+    pub kube: Box<crate::kube::KubeFlags>,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -4,6 +4,7 @@ mod admin;
 mod bootstrap;
 mod cli;
 mod commands;
+mod kube;
 mod pipeline;
 mod serve;
 mod source;

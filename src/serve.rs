@@ -65,8 +65,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(crate::admin::serve(admin, state.clone(), stopped(stop_rx.clone())));
 
     let (reload_tx, reload_rx) = mpsc::channel(1);
-    let source = match &args.config_dir {
-        Some(dir) => {
+    let kube = if args.kube.kubernetes { Some(crate::kube::start(&args.kube, reload_tx.clone()).await?) } else { None };
+    let source = match (&kube, &args.config_dir) {
+        (Some(kube), _) => Source::Kube(kube.clone()),
+        (None, Some(dir)) => {
             if !dir.is_dir() {
                 anyhow::bail!("--config-dir {}: not a directory", dir.display());
             }
@@ -85,7 +87,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(dir = %dir.display(), "serving config directory");
             Source::Dir(Box::new(DirSource::new(dir)))
         }
-        None => {
+        (None, None) => {
             tracing::info!("no --config-dir: serving the built-in example config (fleet default/example)");
             Source::Example
         }
@@ -108,6 +110,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: closing xDS streams; Envoys keep serving and reconnect");
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
+    if let Some(kube) = &kube {
+        kube.shutdown().await;
+    }
     if let Ok(Err(err)) = xds_task.await {
         tracing::warn!(error = %err, "xDS server ended with an error");
     }
@@ -118,6 +123,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 enum Source {
     Dir(Box<DirSource>),
     Example,
+    Kube(crate::kube::KubeSource),
 }
 
 impl Source {
@@ -128,6 +134,7 @@ impl Source {
                 (loaded.resources, loaded.problems)
             }
             Source::Example => crate::source::example::load(),
+            Source::Kube(kube) => kube.load(),
         }
     }
 }
@@ -225,6 +232,9 @@ impl Reconciler {
         }
         self.published = fleets;
         self.publish_view(&translation, elapsed).await;
+        if let Some(Source::Kube(kube)) = &self.source {
+            kube.publish_status(&translation.statuses);
+        }
         self.origins = translation.fleets.iter().map(|(f, c)| (f.clone(), c.origins.clone())).collect();
         if !self.state.ready.swap(true, Ordering::SeqCst) {
             tracing::info!(fleets = self.published.len(), "first config published; ready");

@@ -5,3 +5,5 @@
 pub mod echo;
 pub mod harness;
 pub mod conformance;
+pub mod fake_kube;
+pub mod load;

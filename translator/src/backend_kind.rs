@@ -16,7 +16,8 @@ pub struct Backend {
     pub spec: BackendSpec,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+// JsonSchema: the CRD in deploy/ is generated from these types (src/kube/crd.rs).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendSpec {
     #[serde(default)]
@@ -28,7 +29,7 @@ pub struct BackendSpec {
 
 /// Exactly one of `ip`, `hostname` or `unix`. `port` is required for ip and hostname unless the
 /// route's backendRef names one.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]

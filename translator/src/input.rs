@@ -7,8 +7,8 @@ use std::fmt;
 
 use gateway_api::apis::experimental::{
     gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute, httproutes::HttpRoute,
-    listenersets::ListenerSet, referencegrants::ReferenceGrant, tcproutes::TcpRoute, tlsroutes::TlsRoute,
-    udproutes::UdpRoute,
+    listenersets::ListenerSet, referencegrants::ReferenceGrant, tcproutes::TcpRoute,
+    tlsroutes::TlsRoute, udproutes::UdpRoute,
 };
 use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicy;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -53,7 +53,11 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
-        ObjectKey { kind: kind.to_string(), namespace: namespace.to_string(), name: name.to_string() }
+        ObjectKey {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
     }
 }
 
@@ -107,7 +111,13 @@ pub struct Document {
 impl Resources {
     /// Adds a parsed document, remembering where it came from.
     pub fn insert(&mut self, file: &str, doc: Document) {
-        self.sources.insert(doc.key.clone(), SourceLocation { file: file.to_string(), line: doc.line });
+        self.sources.insert(
+            doc.key.clone(),
+            SourceLocation {
+                file: file.to_string(),
+                line: doc.line,
+            },
+        );
         match doc.object {
             Object::GatewayClass(o) => self.gateway_classes.push(o),
             Object::Gateway(o) => self.gateways.push(o),
@@ -153,8 +163,8 @@ fn known_kind(api_version: &str, kind: &str) -> Option<bool> {
         (GATEWAY_GROUP, "GatewayClass") => Some(false),
         (
             GATEWAY_GROUP,
-            "Gateway" | "ListenerSet" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute" | "UDPRoute"
-            | "ReferenceGrant" | "BackendTLSPolicy",
+            "Gateway" | "ListenerSet" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute"
+            | "UDPRoute" | "ReferenceGrant" | "BackendTLSPolicy",
         ) => Some(true),
         ("", "Namespace") if api_version == "v1" => Some(false),
         ("", "Service" | "Secret" | "ConfigMap") if api_version == "v1" => Some(true),
@@ -175,8 +185,12 @@ pub fn parse_file(file: &str, text: &str) -> (Vec<Document>, Vec<Problem>) {
                 let line = err.location().map(|l| chunk.first_line + l.line() - 1);
                 let message = strip_location(&err.to_string());
                 problems.push(
-                    Problem::new(Severity::Error, ProblemKind::Parse, format!("YAML syntax error: {message}"))
-                        .at(file, line.or(Some(chunk.content_line))),
+                    Problem::new(
+                        Severity::Error,
+                        ProblemKind::Parse,
+                        format!("YAML syntax error: {message}"),
+                    )
+                    .at(file, line.or(Some(chunk.content_line))),
                 );
                 continue;
             }
@@ -190,7 +204,11 @@ pub fn parse_file(file: &str, text: &str) -> (Vec<Document>, Vec<Problem>) {
         };
         for item in items {
             match parse_object(item) {
-                Ok(Some((key, object))) => docs.push(Document { key, line: chunk.content_line, object }),
+                Ok(Some((key, object))) => docs.push(Document {
+                    key,
+                    line: chunk.content_line,
+                    object,
+                }),
                 Ok(None) => {}
                 Err(problem) => problems.push(problem.at(file, Some(chunk.content_line))),
             }
@@ -211,20 +229,38 @@ fn list_items(value: &Value) -> Option<Vec<Value>> {
 }
 
 /// Turns one YAML object into a typed object. Unknown kinds come back as a Warning problem.
-fn parse_object(mut value: Value) -> Result<Option<(ObjectKey, Object)>, Problem> {
-    let invalid = |field: &str, msg: String| Problem::new(Severity::Error, ProblemKind::Invalid, msg).field(field);
+fn parse_object(mut value: Value) -> Result<Option<(ObjectKey, Object)>, Box<Problem>> {
+    let invalid = |field: &str, msg: String| {
+        Box::new(Problem::new(Severity::Error, ProblemKind::Invalid, msg).field(field))
+    };
     if !value.is_mapping() {
-        return Err(invalid("", "document is not a mapping (expected a Kubernetes object)".into()));
+        return Err(invalid(
+            "",
+            "document is not a mapping (expected a Kubernetes object)".into(),
+        ));
     }
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if api_version.is_empty() {
         return Err(invalid("apiVersion", "missing".into()));
     }
     if kind.is_empty() {
         return Err(invalid("kind", "missing".into()));
     }
-    let name = value.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("").to_string();
+    let name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let Some(namespaced) = known_kind(&api_version, &kind) else {
         let mut p = Problem::new(
             Severity::Warning,
@@ -238,9 +274,13 @@ fn parse_object(mut value: Value) -> Result<Option<(ObjectKey, Object)>, Problem
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            p = p.object(ObjectKey { kind: kind.clone(), namespace: ns, name });
+            p = p.object(ObjectKey {
+                kind: kind.clone(),
+                namespace: ns,
+                name,
+            });
         }
-        return Err(p);
+        return Err(Box::new(p));
     };
     if name.is_empty() {
         return Err(invalid("metadata.name", format!("{kind} without a name")));
@@ -258,8 +298,12 @@ fn parse_object(mut value: Value) -> Result<Option<(ObjectKey, Object)>, Problem
             meta.insert(Value::from("namespace"), Value::from(namespace.clone()));
         }
     }
-    let key = ObjectKey { kind: kind.clone(), namespace, name };
-    let fail = |p: Problem| p.object(key.clone());
+    let key = ObjectKey {
+        kind: kind.clone(),
+        namespace,
+        name,
+    };
+    let fail = |p: Box<Problem>| Box::new(p.object(key.clone()));
     let object = match kind.as_str() {
         "GatewayClass" => Object::GatewayClass(typed(value).map_err(fail)?),
         "Gateway" => Object::Gateway(typed(value).map_err(fail)?),
@@ -282,11 +326,18 @@ fn parse_object(mut value: Value) -> Result<Option<(ObjectKey, Object)>, Problem
     Ok(Some((key, object)))
 }
 
-fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Problem> {
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Box<Problem>> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let field = if path == "." { String::new() } else { path };
-        Problem::new(Severity::Error, ProblemKind::Invalid, strip_location(&err.inner().to_string())).field(field)
+        Box::new(
+            Problem::new(
+                Severity::Error,
+                ProblemKind::Invalid,
+                strip_location(&err.inner().to_string()),
+            )
+            .field(field),
+        )
     })
 }
 
@@ -315,7 +366,9 @@ fn split_documents(text: &str) -> Vec<Chunk> {
     let mut content_line = None;
     for (i, line) in text.lines().enumerate() {
         let lineno = i + 1;
-        let is_marker = |m: &str| line == m || line.starts_with(&format!("{m} ")) || line.starts_with(&format!("{m}\t"));
+        let is_marker = |m: &str| {
+            line == m || line.starts_with(&format!("{m} ")) || line.starts_with(&format!("{m}\t"))
+        };
         if is_marker("---") || is_marker("...") {
             chunks.push(Chunk {
                 text: std::mem::take(&mut current),
@@ -333,6 +386,10 @@ fn split_documents(text: &str) -> Vec<Chunk> {
         current.push_str(line);
         current.push('\n');
     }
-    chunks.push(Chunk { text: current, first_line, content_line: content_line.unwrap_or(first_line) });
+    chunks.push(Chunk {
+        text: current,
+        first_line,
+        content_line: content_line.unwrap_or(first_line),
+    });
     chunks
 }

@@ -67,6 +67,17 @@ pub struct TlsChain {
     pub http: bool,
     /// Listener name in status (for errors and stats).
     pub listener: String,
+    /// Client certificate validation (Gateway spec.tls.frontend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<ClientValidation>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ClientValidation {
+    /// PEM bundle of CAs that sign acceptable client certificates.
+    pub ca_pem: String,
+    /// AllowInsecureFallback: ask for a certificate but accept any, or none.
+    pub allow_insecure: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -208,7 +219,10 @@ pub struct Rewrite {
 pub enum PathRewrite {
     Full(String),
     /// Replace the matched path-prefix (`matched`) with `replacement`.
-    Prefix { matched: String, replacement: String },
+    Prefix {
+        matched: String,
+        replacement: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -217,8 +231,8 @@ pub struct Redirect {
     pub scheme: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Explicit port; None keeps Envoy's default (the request's port, dropped on a scheme change
-    /// to its well-known port).
+    /// Port written into Location; None = no port (the scheme's well-known one). Stage one
+    /// resolves the Gateway API defaults per listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

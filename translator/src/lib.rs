@@ -14,7 +14,9 @@ pub mod input;
 pub mod ir;
 pub mod problem;
 pub mod render;
+pub mod resolve;
 pub mod status;
+pub mod xds;
 
 pub use backend_kind::Backend;
 pub use input::{Document, Object, ObjectKey, Resources, SourceLocation, parse_file};
@@ -74,6 +76,23 @@ pub struct FleetConfig {
 
 /// Translates everything: status for every owned object, config for every fleet.
 pub fn translate(resources: &Resources, options: &Options, feedback: &Feedback) -> Translation {
-    let _ = (resources, options, feedback);
-    Translation { ir: ir::Ir::default(), statuses: Vec::new(), problems: Vec::new(), fleets: BTreeMap::new() }
+    let stage = resolve::run(resources, options, feedback);
+    let fleets = stage
+        .ir
+        .fleets
+        .iter()
+        .map(|(name, fleet)| {
+            let (ns, gw) = name.split_once('/').unwrap_or(("", name));
+            (
+                name.clone(),
+                xds::fleet_config(fleet, &ObjectKey::new("Gateway", ns, gw)),
+            )
+        })
+        .collect();
+    Translation {
+        ir: stage.ir,
+        statuses: stage.statuses,
+        problems: stage.problems,
+        fleets,
+    }
 }

@@ -35,7 +35,15 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(severity: Severity, kind: ProblemKind, message: impl Into<String>) -> Self {
-        Problem { severity, kind, file: None, line: None, object: None, field: String::new(), message: message.into() }
+        Problem {
+            severity,
+            kind,
+            file: None,
+            line: None,
+            object: None,
+            field: String::new(),
+            message: message.into(),
+        }
     }
 
     pub fn at(mut self, file: &str, line: Option<usize>) -> Self {

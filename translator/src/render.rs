@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::FleetConfig;
 
 static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
-    DescriptorPool::decode(&include_bytes!("../../proto/envoy.binpb")[..]).map_err(|e| e.to_string())
+    DescriptorPool::decode(&include_bytes!("../../proto/envoy.binpb")[..])
+        .map_err(|e| e.to_string())
 });
 
 #[derive(Debug, thiserror::Error)]
@@ -42,16 +43,27 @@ pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets
 
 fn options() -> SerializeOptions {
     // Envoy's config_dump: proto field names, 64-bit integers as strings, defaults left out.
-    SerializeOptions::new().stringify_64_bit_integers(true).skip_default_fields(true).use_proto_field_name(true)
+    SerializeOptions::new()
+        .stringify_64_bit_integers(true)
+        .skip_default_fields(true)
+        .use_proto_field_name(true)
 }
 
 /// Renders a packed resource as `{"@type": ..., fields...}`.
 pub fn resource_json(any: &Any) -> Result<Value, RenderError> {
-    let pool = POOL.as_ref().map_err(|e| RenderError::Descriptors(e.clone()))?;
+    let pool = POOL
+        .as_ref()
+        .map_err(|e| RenderError::Descriptors(e.clone()))?;
     let name = any.type_url.rsplit('/').next().unwrap_or_default();
-    let desc = pool.get_message_by_name(name).ok_or_else(|| RenderError::UnknownType(any.type_url.clone()))?;
-    let message = DynamicMessage::decode(desc, any.value.as_slice())
-        .map_err(|source| RenderError::Decode { type_url: any.type_url.clone(), source })?;
+    let desc = pool
+        .get_message_by_name(name)
+        .ok_or_else(|| RenderError::UnknownType(any.type_url.clone()))?;
+    let message = DynamicMessage::decode(desc, any.value.as_slice()).map_err(|source| {
+        RenderError::Decode {
+            type_url: any.type_url.clone(),
+            source,
+        }
+    })?;
     let body = message.serialize_with_options(serde_json::value::Serializer, &options())?;
     let mut out = serde_json::Map::new();
     out.insert("@type".into(), Value::String(any.type_url.clone()));
@@ -63,7 +75,10 @@ pub fn resource_json(any: &Any) -> Result<Value, RenderError> {
 
 /// Packs a message into an `Any`.
 pub fn pack<T: Message + Name>(message: &T) -> Any {
-    Any { type_url: T::type_url(), value: message.encode_to_vec() }
+    Any {
+        type_url: T::type_url(),
+        value: message.encode_to_vec(),
+    }
 }
 
 /// Every resource of a fleet as (type URL, name, packed), in a stable order.
@@ -91,7 +106,10 @@ fn render_all<T: Message + Name>(items: &[T]) -> Value {
     Value::Array(
         items
             .iter()
-            .map(|m| resource_json(&pack(m)).unwrap_or_else(|e| Value::String(format!("<unrenderable: {e}>"))))
+            .map(|m| {
+                resource_json(&pack(m))
+                    .unwrap_or_else(|e| Value::String(format!("<unrenderable: {e}>")))
+            })
             .collect(),
     )
 }
@@ -125,7 +143,8 @@ fn redact(value: &mut Value, inside_key: bool) {
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                let sensitive = inside_key || k == "private_key" || k == "generic_secret" || k == "password";
+                let sensitive =
+                    inside_key || k == "private_key" || k == "generic_secret" || k == "password";
                 if sensitive && (k == "inline_bytes" || k == "inline_string") {
                     *v = Value::String("[redacted]".into());
                 } else {

@@ -46,7 +46,12 @@ pub struct Condition {
 
 impl Condition {
     pub fn new(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Self {
-        Condition { type_: type_.into(), status, reason: reason.into(), message: message.into() }
+        Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     pub fn to_json(&self, generation: Option<i64>) -> Value {
@@ -57,7 +62,10 @@ impl Condition {
             m.insert("observedGeneration".into(), json!(g));
         }
         m.insert("reason".into(), json!(self.reason));
-        m.insert("status".into(), json!(if self.status { "True" } else { "False" }));
+        m.insert(
+            "status".into(),
+            json!(if self.status { "True" } else { "False" }),
+        );
         m.insert("type".into(), json!(self.type_));
         Value::Object(m)
     }

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use crate::Any;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::state::StreamState;
 use crate::status::{NodeStatus, XdsEvent};
-use crate::stream::StreamState;
 
-/// Debounce settings for snapshot publication.
+/// Debounce settings for snapshot publication. Without a tokio runtime (neither current when
+/// `set_snapshot` is called nor when the cache was created) snapshots publish immediately.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheConfig {
     /// Publish once no new snapshot arrived for this long.
@@ -87,6 +88,9 @@ fn same(a: &Published, b: &Published) -> bool {
 
 pub(crate) struct Inner {
     config: CacheConfig,
+    /// Runs debounce timers when `set_snapshot` is called off the runtime (say, from a file
+    /// watcher's thread).
+    runtime: Option<tokio::runtime::Handle>,
     fleets: Mutex<BTreeMap<String, Fleet>>,
     streams: Mutex<BTreeMap<u64, Arc<Mutex<StreamState>>>>,
     next_stream_id: AtomicU64,
@@ -101,10 +105,12 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// Call inside the tokio runtime that should run debounce timers, if there is one.
     pub fn new(config: CacheConfig) -> Self {
         Cache {
             inner: Arc::new(Inner {
                 config,
+                runtime: tokio::runtime::Handle::try_current().ok(),
                 fleets: Mutex::default(),
                 streams: Mutex::default(),
                 next_stream_id: AtomicU64::new(1),
@@ -199,7 +205,9 @@ impl Cache {
             first,
             last: now,
         });
-        let runtime = tokio::runtime::Handle::try_current().ok();
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.inner.runtime.clone());
         match runtime {
             // No quiet period wanted, or no runtime to run a timer on: publish right away.
             _ if self.inner.config.debounce.is_zero() => entry.publish_pending(),
@@ -342,5 +350,19 @@ mod tests {
         rx.changed().await.unwrap();
         assert!(rx.borrow().is_none());
         assert!(cache.fleets().is_empty());
+    }
+
+    #[tokio::test]
+    async fn snapshots_set_from_other_threads_are_debounced_on_the_runtime() {
+        let cache = Cache::new(CacheConfig::default());
+        let mut rx = cache.watch("f");
+        let setter = cache.clone();
+        std::thread::spawn(move || setter.set_snapshot("f", snap(b"1")))
+            .join()
+            .unwrap();
+        // Published by the timer task on this runtime, not inline on the other thread.
+        assert!(!rx.has_changed().unwrap());
+        rx.changed().await.unwrap();
+        assert!(rx.borrow().is_some());
     }
 }

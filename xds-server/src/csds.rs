@@ -16,8 +16,8 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cache::{Cache, lock};
+use crate::state::{Held, StreamState};
 use crate::status::SyncState;
-use crate::stream::{Held, StreamState};
 
 #[derive(Clone)]
 pub(crate) struct Csds {

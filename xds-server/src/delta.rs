@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::Any;
-use crate::stream::{Held, InFlight, Protocol, StreamState, TypeState, View};
+use crate::state::{Held, InFlight, Protocol, StreamState, TypeState};
+use crate::view::View;
 
 pub(crate) struct Delta;
 

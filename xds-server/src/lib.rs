@@ -14,8 +14,10 @@ mod server;
 mod services;
 mod snapshot;
 mod sotw;
+mod state;
 mod status;
 mod stream;
+mod view;
 
 pub use cache::{Cache, CacheConfig, SentResources};
 pub use envoy_types::pb::google::protobuf::Any;

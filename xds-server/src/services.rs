@@ -17,8 +17,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::cache::Cache;
 use crate::delta::Delta;
 use crate::sotw::Sotw;
+use crate::state::Protocol;
 use crate::status::Variant;
-use crate::stream::{self, Protocol};
+use crate::stream;
 use crate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 pub(crate) type SotwStream = ReceiverStream<Result<DiscoveryResponse, Status>>;

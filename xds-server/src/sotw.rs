@@ -9,7 +9,8 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::snapshot::Resource;
-use crate::stream::{Held, InFlight, Protocol, StreamState, TypeState, View, full_state};
+use crate::state::{Held, InFlight, Protocol, StreamState, TypeState, full_state};
+use crate::view::View;
 
 pub(crate) struct Sotw;
 
@@ -35,8 +36,26 @@ impl Protocol for Sotw {
             debug!(type_url, nonce, "ignoring request with stale nonce");
             return;
         }
+        let acks = !nonce.is_empty() && ts.in_flight.is_some();
+        let before = (ts.requested, ts.wildcard, ts.names.clone());
         subscribe(ts, type_url, &req.resource_names);
-        if !nonce.is_empty() && ts.in_flight.is_some() {
+        if !acks && before == (true, ts.wildcard, ts.names.clone()) && !st.variant.is_ads() {
+            // The same subscription again, and not an ACK: Envoy re-requests when a cluster
+            // (listener) it updated starts warming and needs a fresh answer. On ADS the server
+            // sees the parent change and forces that answer itself; a per-type stream cannot.
+            debug!(
+                type_url,
+                "re-request: sending the subscribed resources again"
+            );
+            let names: Vec<String> = ts
+                .desired(&st.view, type_url)
+                .iter()
+                .map(|r| r.name.clone())
+                .collect();
+            ts.force.extend(names);
+            ts.must_respond |= full_state(type_url);
+        }
+        if acks {
             let error = req.error_detail.map(|e| e.message);
             st.acknowledge(type_url, error);
         }

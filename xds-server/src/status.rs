@@ -2,7 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use crate::Any;
+use crate::state::{Held, StreamState};
 
 /// Which xDS transport a stream uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -127,4 +131,71 @@ pub struct XdsEvent {
     pub version: String,
     /// The NACK's error message; empty otherwise.
     pub message: String,
+}
+
+impl StreamState {
+    pub(crate) fn status(&self) -> NodeStatus {
+        let types = self
+            .types
+            .iter()
+            .map(|(t, ts)| {
+                let state = if ts.last_nack.is_some() {
+                    SyncState::Nacked
+                } else if ts.sent_version.is_none() {
+                    SyncState::NotSent
+                } else if ts.in_flight.is_some() || self.type_has_work(t, ts) {
+                    SyncState::Stale
+                } else {
+                    SyncState::Synced
+                };
+                let mut subscribed: Vec<String> = ts.names.iter().cloned().collect();
+                if ts.wildcard {
+                    subscribed.insert(0, "*".to_string());
+                }
+                let status = TypeStatus {
+                    sent_version: ts.sent_version.clone(),
+                    sent_nonce: ts.last_nonce.clone(),
+                    acked_version: ts.acked_version.clone(),
+                    state,
+                    last_nack: ts.last_nack.clone(),
+                    subscribed,
+                };
+                (t.clone(), status)
+            })
+            .collect();
+        NodeStatus {
+            stream_id: self.id,
+            node_id: self.node.id.clone(),
+            fleet: self.node.cluster.clone(),
+            variant: self.variant,
+            connected_since: self.connected_since,
+            types,
+        }
+    }
+
+    /// What the client holds, by type URL and name, where the body is known.
+    pub(crate) fn sent_resources(&self) -> BTreeMap<String, BTreeMap<String, Arc<Any>>> {
+        let mut out = BTreeMap::new();
+        for (t, ts) in &self.types {
+            let mut held = BTreeMap::new();
+            for (name, h) in &ts.held {
+                let Held::Has { version, body } = h else {
+                    continue;
+                };
+                let body = body.clone().or_else(|| {
+                    self.view
+                        .get(t, name)
+                        .filter(|r| r.version == *version)
+                        .map(|r| r.body.clone())
+                });
+                if let Some(body) = body {
+                    held.insert(name.clone(), body);
+                }
+            }
+            if !held.is_empty() {
+                out.insert(t.clone(), held);
+            }
+        }
+        out
+    }
 }

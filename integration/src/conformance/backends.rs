@@ -25,19 +25,34 @@ pub struct Backends {
 impl Backends {
     /// Starts `replicas` echo servers for every echo-basic Deployment some Service selects.
     pub async fn start(docs: &[Value]) -> anyhow::Result<Self> {
-        let services: Vec<Service> = docs.iter().filter(|d| kind(d) == "Service").map(Service::from_doc).collect();
-        let deployments: Vec<Deployment> =
-            docs.iter().filter(|d| kind(d) == "Deployment").map(Deployment::from_doc).collect();
+        let services: Vec<Service> = docs
+            .iter()
+            .filter(|d| kind(d) == "Service")
+            .map(Service::from_doc)
+            .collect();
+        let deployments: Vec<Deployment> = docs
+            .iter()
+            .filter(|d| kind(d) == "Deployment")
+            .map(Deployment::from_doc)
+            .collect();
         let mut pods = Vec::new();
         for deployment in &deployments {
             if !deployment.is_http_echo() || !services.iter().any(|s| s.selects(deployment)) {
                 continue;
             }
-            let service = services.iter().find(|s| s.selects(deployment)).map(|s| s.name.clone());
+            let service = services
+                .iter()
+                .find(|s| s.selects(deployment))
+                .map(|s| s.name.clone());
             for replica in 0..deployment.replicas.max(1) {
                 let name = format!("{}-{replica}", deployment.name);
                 let mut config = EchoConfig::new(name.clone(), deployment.namespace.clone());
-                config.service = deployment.env.get("SERVICE_NAME").cloned().or(service.clone()).unwrap_or_default();
+                config.service = deployment
+                    .env
+                    .get("SERVICE_NAME")
+                    .cloned()
+                    .or(service.clone())
+                    .unwrap_or_default();
                 pods.push(Pod {
                     deployment: deployment.name.clone(),
                     namespace: deployment.namespace.clone(),
@@ -49,9 +64,16 @@ impl Backends {
         let mut slices = Vec::new();
         for service in &services {
             for deployment in deployments.iter().filter(|d| service.selects(d)) {
-                for pod in pods.iter().filter(|p| p.deployment == deployment.name && p.namespace == deployment.namespace) {
+                for pod in pods.iter().filter(|p| {
+                    p.deployment == deployment.name && p.namespace == deployment.namespace
+                }) {
                     let addr = pod.echo.addr();
-                    slices.push(endpoint_slice(service, &pod.name, &addr.ip().to_string(), addr.port()));
+                    slices.push(endpoint_slice(
+                        service,
+                        &pod.name,
+                        &addr.ip().to_string(),
+                        addr.port(),
+                    ));
                 }
             }
         }
@@ -60,11 +82,20 @@ impl Backends {
 
     /// The Deployment behind a pod name, as the echo reports it.
     pub fn deployment_of(&self, pod: &str) -> Option<&str> {
-        self.pods.iter().find(|p| p.name == pod).map(|p| p.deployment.as_str())
+        self.pods
+            .iter()
+            .find(|p| p.name == pod)
+            .map(|p| p.deployment.as_str())
     }
 
     /// Pods of one Deployment.
-    pub fn pods_of<'a>(&'a self, deployment: &'a str, namespace: &'a str) -> impl Iterator<Item = &'a Pod> + 'a {
-        self.pods.iter().filter(move |p| p.deployment == deployment && p.namespace == namespace)
+    pub fn pods_of<'a>(
+        &'a self,
+        deployment: &'a str,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Pod> + 'a {
+        self.pods
+            .iter()
+            .filter(move |p| p.deployment == deployment && p.namespace == namespace)
     }
 }

@@ -175,7 +175,10 @@ pub fn load_cases(dir: &Path) -> anyhow::Result<Vec<Case>> {
     let mut cases = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if !name.ends_with(".yaml") || name.ends_with(".manifests.yaml") {
             continue;
         }
@@ -216,8 +219,14 @@ cases:
         )
         .unwrap();
         assert!(case.manifests_path().is_none());
-        assert_eq!(case.status[0].conditions[0].reason.as_deref(), Some("Accepted"));
-        assert_eq!(case.cases[0].response.as_ref().unwrap().status_codes, vec![200]);
+        assert_eq!(
+            case.status[0].conditions[0].reason.as_deref(),
+            Some("Accepted")
+        );
+        assert_eq!(
+            case.cases[0].response.as_ref().unwrap().status_codes,
+            vec![200]
+        );
         assert_eq!(case.traffic_gateways(), vec!["ns/gw".to_string()]);
     }
 }

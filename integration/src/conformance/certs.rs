@@ -1,6 +1,7 @@
 //! The TLS Secrets and CA ConfigMaps upstream's suite creates at setup (CONVENTIONS.md,
 //! "Objects upstream creates at suite setup"), generated with the `openssl` CLI once per run.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -11,28 +12,67 @@ const INFRA: &str = "gateway-conformance-infra";
 const APP: &str = "gateway-conformance-app-backend";
 const WEB: &str = "gateway-conformance-web-backend";
 
-/// Every setup-time Secret and ConfigMap, as Kubernetes objects.
-pub fn setup_objects(workdir: &Path) -> anyhow::Result<Vec<Value>> {
+/// What the runner creates at setup.
+#[derive(Clone, Debug, Default)]
+pub struct SetupObjects {
+    /// TLS Secrets by (namespace, name).
+    pub secrets: BTreeMap<(String, String), Pair>,
+    /// CA ConfigMaps (`ca.crt`) by (namespace, name).
+    pub ca_config_maps: BTreeMap<(String, String), String>,
+}
+
+impl SetupObjects {
+    /// Every Secret and ConfigMap as a Kubernetes object.
+    pub fn objects(&self) -> Vec<Value> {
+        let secrets = self.secrets.iter().map(|((ns, name), pair)| tls_secret(ns, name, pair));
+        let maps = self.ca_config_maps.iter().map(|((ns, name), crt)| ca_config_map(ns, name, crt));
+        secrets.chain(maps).collect()
+    }
+
+    /// The certificate and key of a setup-time Secret.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&Pair> {
+        self.secrets.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// What conformance clients trust: the gateway certificate `tls-validity-checks-certificate`
+    /// and the CA `tls-checks-ca-certificate`, as PEM.
+    pub fn client_trust_pem(&self) -> String {
+        let validity = self.secret(INFRA, "tls-validity-checks-certificate").map(|p| p.0.clone());
+        let ca = self.ca_config_maps.get(&(INFRA.to_string(), "tls-checks-ca-certificate".to_string()));
+        validity.into_iter().chain(ca.cloned()).collect::<Vec<_>>().join("")
+    }
+
+    fn add_secret(&mut self, namespace: &str, name: &str, pair: &Pair) {
+        self.secrets.insert((namespace.to_string(), name.to_string()), pair.clone());
+    }
+
+    fn add_ca(&mut self, namespace: &str, name: &str, crt: &str) {
+        self.ca_config_maps.insert((namespace.to_string(), name.to_string()), crt.to_string());
+    }
+}
+
+/// Generates every setup-time Secret and ConfigMap.
+pub fn setup_objects(workdir: &Path) -> anyhow::Result<SetupObjects> {
     let mk = Gen { dir: workdir };
-    let mut out = Vec::new();
+    let mut out = SetupObjects::default();
     let validity = mk.self_signed("validity", "*", &["DNS:*", "DNS:*.org", "DNS:*.wildcard.org"])?;
-    out.push(tls_secret(INFRA, "tls-validity-checks-certificate", &validity));
+    out.add_secret(INFRA, "tls-validity-checks-certificate", &validity);
 
     let ca = mk.self_signed("checks-ca", "tls-checks-ca", &[])?;
-    out.push(ca_config_map(INFRA, "tls-checks-ca-certificate", &ca.0));
+    out.add_ca(INFRA, "tls-checks-ca-certificate", &ca.0);
     let sans = ["DNS:abc.example.com", "URI:spiffe://abc.example.com/test-identity", "DNS:other.example.com"];
     let checks = mk.signed("checks", "abc.example.com", &sans, "checks-ca")?;
-    out.push(tls_secret(INFRA, "tls-checks-certificate", &checks));
+    out.add_secret(INFRA, "tls-checks-certificate", &checks);
     let client = mk.signed("checks-client", "tls-checks-client", &[], "checks-ca")?;
-    out.push(tls_secret(INFRA, "tls-checks-client-certificate", &client));
+    out.add_secret(INFRA, "tls-checks-client-certificate", &client);
     let passthrough = mk.signed("passthrough", "abc.example.com", &["DNS:abc.example.com"], "checks-ca")?;
-    out.push(tls_secret(INFRA, "tls-passthrough-checks-certificate", &passthrough));
-    out.push(tls_secret(APP, "tls-passthrough-checks-certificate", &passthrough));
+    out.add_secret(INFRA, "tls-passthrough-checks-certificate", &passthrough);
+    out.add_secret(APP, "tls-passthrough-checks-certificate", &passthrough);
     let terminate = mk.signed("terminate", "tls.example.com", &["DNS:tls.example.com"], "checks-ca")?;
-    out.push(tls_secret(INFRA, "tls-terminate-checks-certificate", &terminate));
+    out.add_secret(INFRA, "tls-terminate-checks-certificate", &terminate);
 
     let mismatch = mk.self_signed("mismatch-ca", "mismatch-ca", &[])?;
-    out.push(ca_config_map(INFRA, "mismatch-ca-certificate", &mismatch.0));
+    out.add_ca(INFRA, "mismatch-ca-certificate", &mismatch.0);
 
     for (prefix, ca_name, client_name) in [
         ("validity-ca", "tls-validity-checks-ca-certificate", "tls-validity-checks-client-certificate"),
@@ -43,20 +83,26 @@ pub fn setup_objects(workdir: &Path) -> anyhow::Result<Vec<Value>> {
         ),
     ] {
         let ca = mk.self_signed(prefix, prefix, &[])?;
-        out.push(ca_config_map(INFRA, ca_name, &ca.0));
+        out.add_ca(INFRA, ca_name, &ca.0);
         let client = mk.signed(&format!("{prefix}-client"), "client", &[], prefix)?;
-        out.push(tls_secret(INFRA, client_name, &client));
+        out.add_secret(INFRA, client_name, &client);
     }
 
     let web = mk.self_signed("web", "*", &["DNS:*"])?;
-    out.push(tls_secret(WEB, "certificate", &web));
+    out.add_secret(WEB, "certificate", &web);
     let web_ca = mk.self_signed("web-ca", "web-backend-ca", &[])?;
-    out.push(ca_config_map(WEB, "web-backend-cm", &web_ca.0));
+    out.add_ca(WEB, "web-backend-cm", &web_ca.0);
     Ok(out)
 }
 
 /// PEM certificate and PEM (PKCS#8) key.
-type Pair = (String, String);
+pub type Pair = (String, String);
+
+/// A self-signed certificate for `cn` with subjectAltNames like `DNS:example.org`, made with
+/// `openssl` in `dir`.
+pub fn self_signed(dir: &Path, cn: &str, sans: &[&str]) -> anyhow::Result<Pair> {
+    Gen { dir }.self_signed("self-signed", cn, sans)
+}
 
 struct Gen<'a> {
     dir: &'a Path,
@@ -75,12 +121,20 @@ impl Gen<'_> {
         let crt = self.dir.join(format!("{name}.crt"));
         let key = self.dir.join(format!("{name}.key"));
         let mut cmd = Command::new("openssl");
-        cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-            .args(["-days", "365", "-subj", &format!("/CN={cn}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&crt);
+        cmd.args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-days", "365", "-subj", &format!("/CN={cn}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt);
         if !sans.is_empty() {
             cmd.args(["-addext", &format!("subjectAltName={}", sans.join(","))]);
         }
@@ -95,11 +149,19 @@ impl Gen<'_> {
             }
             None => {}
         }
-        let output = cmd.output().context("running openssl (needed for the conformance TLS objects)")?;
+        let output = cmd
+            .output()
+            .context("running openssl (needed for the conformance TLS objects)")?;
         if !output.status.success() {
-            bail!("openssl req for {name} failed: {}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "openssl req for {name} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
-        Ok((std::fs::read_to_string(&crt)?, std::fs::read_to_string(&key)?))
+        Ok((
+            std::fs::read_to_string(&crt)?,
+            std::fs::read_to_string(&key)?,
+        ))
     }
 }
 
@@ -119,7 +181,10 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -146,7 +211,14 @@ mod tests {
 
     #[test]
     fn base64_matches_the_rfc_vectors() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")] {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
     }
@@ -154,9 +226,17 @@ mod tests {
     #[test]
     fn generates_every_setup_object() {
         let dir = tempfile::tempdir().unwrap();
-        let objects = setup_objects(dir.path()).unwrap();
-        let names: Vec<&str> = objects.iter().filter_map(|o| o["metadata"]["name"].as_str()).collect();
-        assert!(names.contains(&"tls-validity-checks-certificate"), "{names:?}");
+        let setup = setup_objects(dir.path()).unwrap();
+        assert_eq!(setup.client_trust_pem().matches("BEGIN CERTIFICATE").count(), 2);
+        let objects = setup.objects();
+        let names: Vec<&str> = objects
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"tls-validity-checks-certificate"),
+            "{names:?}"
+        );
         assert!(names.contains(&"web-backend-cm"), "{names:?}");
     }
 }

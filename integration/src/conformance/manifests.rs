@@ -15,7 +15,8 @@ pub const CONTROLLER: &str = "portico.dev/gateway-controller";
 
 /// Parses a multi-document YAML file after replacing the runner placeholders.
 pub fn read_documents(path: &Path) -> anyhow::Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_documents(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -84,7 +85,12 @@ impl Deployment {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str().unwrap_or("").to_string())))
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_string(),
+                    e["value"].as_str().unwrap_or("").to_string(),
+                ))
+            })
             .collect();
         Self {
             namespace: namespace(doc).to_string(),
@@ -143,7 +149,10 @@ impl Service {
     pub fn selects(&self, deployment: &Deployment) -> bool {
         deployment.namespace == self.namespace
             && !self.selector.is_empty()
-            && self.selector.iter().all(|(k, v)| deployment.labels.get(k) == Some(v))
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| deployment.labels.get(k) == Some(v))
     }
 }
 
@@ -182,8 +191,12 @@ pub fn endpoint_slice(service: &Service, pod: &str, ip: &str, port: u16) -> Valu
 /// The port of a Gateway's first listener (where upstream sends requests by default).
 pub fn first_listener_port(docs: &[Value], gateway: &str) -> Option<u16> {
     let (ns, gw) = gateway.split_once('/')?;
-    let doc = docs.iter().find(|d| kind(d) == "Gateway" && namespace(d) == ns && name(d) == gw)?;
-    doc["spec"]["listeners"][0]["port"].as_u64().and_then(|p| u16::try_from(p).ok())
+    let doc = docs
+        .iter()
+        .find(|d| kind(d) == "Gateway" && namespace(d) == ns && name(d) == gw)?;
+    doc["spec"]["listeners"][0]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
 }
 
 fn string_map(value: &Value) -> BTreeMap<String, String> {
@@ -243,7 +256,10 @@ spec:
     fn slices_map_every_service_port_to_the_pod() {
         let docs = parse_documents(DOCS).unwrap();
         let slice = endpoint_slice(&Service::from_doc(&docs[0]), "web-0", "127.0.0.1", 4000);
-        assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "svc");
+        assert_eq!(
+            slice["metadata"]["labels"]["kubernetes.io/service-name"],
+            "svc"
+        );
         assert_eq!(slice["ports"][0]["port"], 4000);
         assert_eq!(slice["ports"][0]["name"], "http");
         assert_eq!(slice["ports"][0]["appProtocol"], "kubernetes.io/h2c");

@@ -20,7 +20,11 @@ impl PoolLease {
         let dir = std::env::temp_dir();
         for octet in FIRST..=LAST {
             let path = dir.join(format!("portico-conformance-pool-{octet}.lock"));
-            let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
             match file.try_lock() {
                 Ok(()) => return Ok(Self { octet, _lock: file }),
                 Err(TryLockError::WouldBlock) => continue,

@@ -10,14 +10,17 @@ use anyhow::Context;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::harness::{ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, portico_cli, workspace_root};
+use crate::harness::{
+    ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, portico_cli, workspace_root,
+};
 
 use super::backends::Backends;
 use super::case::{Case, load_cases};
+use super::certs::SetupObjects;
 use super::manifests::{gateway_class, kind, read_documents, to_yaml};
 use super::pool::PoolLease;
 use super::skip::skip_reason;
-use super::status::check_all;
+use super::status::{StatusReport, check_all};
 use super::traffic::TrafficContext;
 
 /// What to run, mostly from the environment (see integration/README.md).
@@ -45,12 +48,21 @@ impl RunnerConfig {
             .unwrap_or_else(|| workspace_root().join("../shared/conformance"));
         Self {
             dir,
-            only: var("PORTICO_CONFORMANCE_ONLY")
-                .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
-            parallel: var("PORTICO_CONFORMANCE_PARALLEL").and_then(|v| v.parse().ok()).unwrap_or(2).max(1),
+            only: var("PORTICO_CONFORMANCE_ONLY").map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
+            parallel: var("PORTICO_CONFORMANCE_PARALLEL")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2)
+                .max(1),
             no_skip: var("PORTICO_CONFORMANCE_NO_SKIP").is_some_and(|v| v != "0"),
             case_deadline: Duration::from_secs(
-                var("PORTICO_CONFORMANCE_CASE_TIMEOUT").and_then(|v| v.parse().ok()).unwrap_or(10),
+                var("PORTICO_CONFORMANCE_CASE_TIMEOUT")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(10),
             ),
             verbose: var("PORTICO_CONFORMANCE_VERBOSE").is_some_and(|v| v != "0"),
         }
@@ -74,7 +86,7 @@ pub struct CaseResult {
 /// Inputs shared by every case of a run.
 struct Shared {
     base: Vec<Value>,
-    setup: Vec<Value>,
+    setup: SetupObjects,
     config: RunnerConfig,
 }
 
@@ -82,18 +94,32 @@ struct Shared {
 pub async fn run_all(config: RunnerConfig) -> anyhow::Result<Vec<CaseResult>> {
     let mut cases = load_cases(&config.dir.join("cases"))?;
     if let Some(only) = &config.only {
-        let unknown: Vec<&String> = only.iter().filter(|n| !cases.iter().any(|c| &c.name == *n)).collect();
-        anyhow::ensure!(unknown.is_empty(), "PORTICO_CONFORMANCE_ONLY names unknown tests {unknown:?}");
+        let unknown: Vec<&String> = only
+            .iter()
+            .filter(|n| !cases.iter().any(|c| &c.name == *n))
+            .collect();
+        anyhow::ensure!(
+            unknown.is_empty(),
+            "PORTICO_CONFORMANCE_ONLY names unknown tests {unknown:?}"
+        );
         cases.retain(|c| only.contains(&c.name));
     }
     let base = read_documents(&config.dir.join("base/manifests.yaml"))?;
-    let certs_dir = tempfile::Builder::new().prefix("portico-conformance-certs-").tempdir()?;
+    let certs_dir = tempfile::Builder::new()
+        .prefix("portico-conformance-certs-")
+        .tempdir()?;
     let setup = super::certs::setup_objects(certs_dir.path()).unwrap_or_else(|err| {
-        eprintln!("warning: no setup-time TLS objects ({err:#}); HTTPS listeners will not resolve");
-        Vec::new()
+        progress(&format!(
+            "warning: no setup-time TLS objects ({err:#}); HTTPS listeners will not resolve"
+        ));
+        SetupObjects::default()
     });
     let parallel = config.parallel;
-    let shared = Shared { base, setup, config };
+    let shared = Shared {
+        base,
+        setup,
+        config,
+    };
     let mut results: Vec<CaseResult> = futures::stream::iter(cases.iter())
         .map(|case| run_case(case, &shared))
         .buffer_unordered(parallel)
@@ -113,9 +139,12 @@ async fn run_case(case: &Case, shared: &Shared) -> CaseResult {
             Err(err) => Outcome::Fail(format!("{err:#}")),
         },
     };
-    let result = CaseResult { name: case.name.clone(), outcome, elapsed: start.elapsed() };
-    // Progress on stderr, so a long run shows signs of life.
-    eprintln!("{}", table_row(&result));
+    let result = CaseResult {
+        name: case.name.clone(),
+        outcome,
+        elapsed: start.elapsed(),
+    };
+    progress(&table_row(&result));
     result
 }
 
@@ -132,21 +161,36 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
     // Deployments stay out of Portico's input: the echo servers stand in for them.
     let keep = |d: &&Value| kind(d) != "Deployment";
     dir.write("00-gatewayclass.yaml", &to_yaml(&[gateway_class()])?)?;
-    dir.write("10-setup.yaml", &to_yaml(&shared.setup)?)?;
-    dir.write("20-base.yaml", &to_yaml(&shared.base.iter().filter(keep).cloned().collect::<Vec<_>>())?)?;
+    dir.write("10-setup.yaml", &to_yaml(&shared.setup.objects())?)?;
+    dir.write(
+        "20-base.yaml",
+        &to_yaml(&shared.base.iter().filter(keep).cloned().collect::<Vec<_>>())?,
+    )?;
     dir.write("30-endpoints.yaml", &to_yaml(&backends.slices)?)?;
-    dir.write("40-test.yaml", &to_yaml(&case_docs.iter().filter(keep).cloned().collect::<Vec<_>>())?)?;
+    dir.write(
+        "40-test.yaml",
+        &to_yaml(&case_docs.iter().filter(keep).cloned().collect::<Vec<_>>())?,
+    )?;
 
-    let mut failures = check_status(case, dir.path()).await?;
+    let status = check_status(case, dir.path()).await?;
+    let mut failures = status.mismatches;
+    // The generation summary goes last: it tends to repeat across tests, the rest is specific.
     if case.cases.is_empty() {
+        failures.extend(status.generation);
         return Ok(failures);
     }
     let lease = PoolLease::acquire()?;
-    let options = PorticoOptions { address_pool: Some(lease.cidr()), ..Default::default() };
+    let options = PorticoOptions {
+        address_pool: Some(lease.cidr()),
+        ..Default::default()
+    };
     let portico = Portico::start(dir.path(), options).await?;
     let mut envoys = BTreeMap::new();
     for gateway in case.traffic_gateways() {
-        let options = EnvoyOptions { node_id: Some(format!("{}.{}", case.name, gateway.replace('/', "."))), ..Default::default() };
+        let options = EnvoyOptions {
+            node_id: Some(format!("{}.{}", case.name, gateway.replace('/', "."))),
+            ..Default::default()
+        };
         let envoy = Envoy::start(&portico, &gateway, options).await?;
         envoys.insert(gateway, envoy);
     }
@@ -157,6 +201,9 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
         backends: &backends,
         default_gateway: (gateways.len() == 1).then(|| gateways[0].clone()),
         deadline: shared.config.case_deadline,
+        trusted_cert_pem: shared.setup.client_trust_pem(),
+        // The case format says HTTP/2 only in notes (HTTPRouteHTTPSListenerDetectMisdirectedRequests).
+        http2_over_tls: case.notes.contains("HTTP/2 over TLS"),
     };
     for (index, traffic_case) in case.cases.iter().enumerate() {
         if let Err(err) = traffic.run(traffic_case).await {
@@ -174,26 +221,52 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
             break;
         }
     }
+    failures.extend(status.generation);
     if shared.config.verbose && !failures.is_empty() {
-        eprintln!("--- {}: portico log ---\n{}", case.name, portico.log_tail());
+        progress(&format!(
+            "--- {}: portico log ---\n{}",
+            case.name,
+            portico.log_tail()
+        ));
         for (gateway, envoy) in &envoys {
-            eprintln!("--- {}: envoy {gateway} log ---\n{}", case.name, envoy.log_tail());
+            progress(&format!(
+                "--- {}: envoy {gateway} log ---\n{}",
+                case.name,
+                envoy.log_tail()
+            ));
         }
     }
     Ok(failures)
 }
 
-async fn check_status(case: &Case, dir: &Path) -> anyhow::Result<Vec<String>> {
+async fn check_status(case: &Case, dir: &Path) -> anyhow::Result<StatusReport> {
     if case.status.is_empty() {
-        return Ok(Vec::new());
+        return Ok(StatusReport::default());
     }
     let dir_arg = dir.to_string_lossy();
     let out = portico_cli(&["status", &dir_arg, "-o", "json"]).await?;
     if out.code != Some(0) {
-        return Ok(vec![format!("portico status exited {:?}: {}", out.code, out.stderr.trim())]);
+        let failure = format!(
+            "portico status exited {:?}: {}",
+            out.code,
+            out.stderr.trim()
+        );
+        return Ok(StatusReport {
+            mismatches: vec![failure],
+            generation: None,
+        });
     }
-    let list: Value = serde_json::from_str(&out.stdout).context("parsing `portico status -o json`")?;
+    let list: Value =
+        serde_json::from_str(&out.stdout).context("parsing `portico status -o json`")?;
     Ok(check_all(&list, &case.status))
+}
+
+/// Writes to the process's stderr directly: the test harness captures `eprintln!`, and a
+/// long run should show progress (and its table) even when it passes.
+pub fn progress(text: &str) {
+    use std::io::Write as _;
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{text}");
 }
 
 fn table_row(result: &CaseResult) -> String {
@@ -202,7 +275,11 @@ fn table_row(result: &CaseResult) -> String {
         Outcome::Fail(reason) => ("FAIL", reason.clone()),
         Outcome::Skip(reason) => ("SKIP", reason.clone()),
     };
-    format!("{label:<5} {:<58} {:>6.1}s  {detail}", result.name, result.elapsed.as_secs_f64())
+    format!(
+        "{label:<5} {:<58} {:>6.1}s  {detail}",
+        result.name,
+        result.elapsed.as_secs_f64()
+    )
 }
 
 /// The per-test table and the total line `conformance: N passed, N failed, N skipped`.
@@ -223,8 +300,14 @@ pub fn render_table(results: &[CaseResult], expected: &BTreeMap<String, String>)
         }
     }
     if expected_failed > 0 {
-        let _ = writeln!(out, "({expected_failed} of the failures are listed in conformance-expected-failures.txt)");
+        let _ = writeln!(
+            out,
+            "({expected_failed} of the failures are listed in conformance-expected-failures.txt)"
+        );
     }
-    let _ = writeln!(out, "conformance: {passed} passed, {failed} failed, {skipped} skipped");
+    let _ = writeln!(
+        out,
+        "conformance: {passed} passed, {failed} failed, {skipped} skipped"
+    );
     out
 }

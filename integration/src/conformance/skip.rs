@@ -7,18 +7,29 @@ use super::case::Case;
 
 /// Features that need machinery not built yet, with the reason printed in the table.
 const SKIPPED_FEATURES: &[(&str, &str)] = &[
-    ("BackendTLSPolicy", "BackendTLSPolicy (TLS to backends) is not built yet"),
-    ("GatewayBackendClientCertificate", "backend client certificates are not built yet"),
-    ("GatewayFrontendClientCertificateValidation", "client certificate validation is not built yet"),
+    (
+        "BackendTLSPolicy",
+        "BackendTLSPolicy (TLS to backends) is not built yet",
+    ),
+    (
+        "GatewayBackendClientCertificate",
+        "backend client certificates are not built yet",
+    ),
+    (
+        "GatewayFrontendClientCertificateValidation",
+        "client certificate validation is not built yet",
+    ),
     ("TLSRoute", "TLSRoute is not built yet"),
     ("TCPRoute", "TCPRoute is not built yet"),
     ("UDPRoute", "UDPRoute is not built yet"),
-    ("GatewayStaticAddresses", "needs run-time address input the runner does not supply"),
+    (
+        "GatewayStaticAddresses",
+        "needs run-time address input the runner does not supply",
+    ),
 ];
 
 /// Request protocols the runner has no client for yet.
 const SKIPPED_PROTOCOLS: &[(&str, &str)] = &[
-    ("HTTPS", "HTTPS traffic is not built yet"),
     ("TLS", "TLS traffic is not built yet"),
     ("TCP", "TCP traffic is not built yet"),
     ("UDP", "UDP traffic is not built yet"),
@@ -32,7 +43,11 @@ pub fn skip_reason(case: &Case) -> Option<String> {
         }
     }
     for (protocol, reason) in SKIPPED_PROTOCOLS {
-        if case.cases.iter().any(|c| c.request.protocol.eq_ignore_ascii_case(protocol)) {
+        if case
+            .cases
+            .iter()
+            .any(|c| c.request.protocol.eq_ignore_ascii_case(protocol))
+        {
             return Some(reason.to_string());
         }
     }
@@ -69,18 +84,27 @@ mod tests {
     fn skips_by_feature_and_protocol() {
         let tls: Case = serde_yaml::from_str("{name: A, features: [Gateway, TLSRoute]}").unwrap();
         assert!(skip_reason(&tls).unwrap().contains("TLSRoute"));
-        let https: Case =
-            serde_yaml::from_str("{name: B, features: [Gateway], cases: [{request: {protocol: HTTPS}}]}").unwrap();
-        assert!(skip_reason(&https).unwrap().contains("HTTPS"));
-        let http: Case =
-            serde_yaml::from_str("{name: C, features: [Gateway], cases: [{request: {protocol: HTTP}}]}").unwrap();
+        let https: Case = serde_yaml::from_str(
+            "{name: B, features: [Gateway], cases: [{request: {protocol: TCP}}]}",
+        )
+        .unwrap();
+        assert!(skip_reason(&https).unwrap().contains("TCP"));
+        let http: Case = serde_yaml::from_str(
+            "{name: C, features: [Gateway], cases: [{request: {protocol: HTTP}}]}",
+        )
+        .unwrap();
         assert_eq!(skip_reason(&http), None);
     }
 
     #[test]
     fn parses_expected_failures() {
-        let list = parse_expected_failures("# comment\n\nHTTPRouteCORS  CORS filter not translated\nBare\n");
-        assert_eq!(list.get("HTTPRouteCORS").map(String::as_str), Some("CORS filter not translated"));
+        let list = parse_expected_failures(
+            "# comment\n\nHTTPRouteCORS  CORS filter not translated\nBare\n",
+        );
+        assert_eq!(
+            list.get("HTTPRouteCORS").map(String::as_str),
+            Some("CORS filter not translated")
+        );
         assert_eq!(list.get("Bare").map(String::as_str), Some(""));
         assert_eq!(list.len(), 2);
     }

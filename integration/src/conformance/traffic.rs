@@ -2,7 +2,7 @@
 //! traffic split and mirror checks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::harness::Envoy;
 use crate::harness::http::{HttpRequest, grpc_call, send};
+use crate::harness::tls::TlsOptions;
 
 use super::backends::Backends;
 use super::case::TrafficCase;
@@ -33,6 +34,10 @@ pub struct TrafficContext<'a> {
     pub default_gateway: Option<String>,
     /// How long a case may take to become consistently right.
     pub deadline: Duration,
+    /// The certificate HTTPS requests trust.
+    pub trusted_cert_pem: String,
+    /// HTTPS requests use HTTP/2 (ALPN h2).
+    pub http2_over_tls: bool,
 }
 
 impl TrafficContext<'_> {
@@ -48,9 +53,12 @@ impl TrafficContext<'_> {
             .port
             .or_else(|| first_listener_port(self.docs, &gateway))
             .ok_or_else(|| format!("no port for gateway {gateway}"))?;
-        let path = self.consistently(|| self.attempt(case, &gateway, port)).await?;
+        let path = self
+            .consistently(|| self.attempt(case, &gateway, port))
+            .await?;
         for mirror in &case.mirrored_to {
-            self.check_mirror(&mirror.backend, &mirror.namespace, &path).await?;
+            self.check_mirror(&mirror.backend, &mirror.namespace, &path)
+                .await?;
         }
         if let Some(weights) = &case.weights {
             self.check_weights(case, &gateway, port, weights).await?;
@@ -91,20 +99,22 @@ impl TrafficContext<'_> {
 
     /// Where Envoy of `gateway` listens on `port` (the address Portico gave the Gateway).
     async fn gateway_addr(&self, gateway: &str, port: u16) -> Result<SocketAddr, String> {
-        let envoy = self.envoys.get(gateway).ok_or_else(|| format!("no Envoy for {gateway}"))?;
-        let listeners = envoy.listener_addresses().await.map_err(|e| format!("{e:#}"))?;
-        let found = listeners
-            .iter()
-            .find(|a| a.port() == port)
-            .ok_or_else(|| format!("Envoy of {gateway} has no listener on port {port} (has {listeners:?})"))?;
-        Ok(if found.ip().is_unspecified() {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
-        } else {
-            *found
-        })
+        let envoy = self
+            .envoys
+            .get(gateway)
+            .ok_or_else(|| format!("no Envoy for {gateway}"))?;
+        envoy
+            .address_for_port(port)
+            .await
+            .map_err(|e| format!("{e:#}"))
     }
 
-    async fn attempt(&self, case: &TrafficCase, gateway: &str, port: u16) -> Result<String, String> {
+    async fn attempt(
+        &self,
+        case: &TrafficCase,
+        gateway: &str,
+        port: u16,
+    ) -> Result<String, String> {
         let addr = self.gateway_addr(gateway, port).await?;
         let request = &case.request;
         let mut path = request.path.replace("{uuid}", &unique_id());
@@ -113,37 +123,83 @@ impl TrafficContext<'_> {
             // As upstream: a unique id per request, so the mirror's log proves this request.
             let id = format!("gateway-api-conformance-request-id={}", unique_id());
             path = append_query(&path, &id);
-            if let Some(expected) = case.expected_request.as_mut().and_then(|e| e.path.as_mut()) {
-                if !expected.is_empty() {
-                    *expected = append_query(expected, &id);
-                }
+            if let Some(expected) = case.expected_request.as_mut().and_then(|e| e.path.as_mut())
+                && !expected.is_empty()
+            {
+                *expected = append_query(expected, &id);
             }
         }
         if request.protocol.eq_ignore_ascii_case("GRPC") {
-            let metadata: Vec<(String, String)> =
-                request.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let result = grpc_call(addr, request.host.as_deref(), &path, &metadata, REQUEST_TIMEOUT)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
+            let metadata: Vec<(String, String)> = request
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let result = grpc_call(
+                addr,
+                request.host.as_deref(),
+                &path,
+                &metadata,
+                REQUEST_TIMEOUT,
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
             check_grpc(&case, &path, &result)?;
             return Ok(path);
         }
-        let mut headers: Vec<(String, String)> =
-            request.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-echo-set-header")) {
+        let mut headers: Vec<(String, String)> = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("x-echo-set-header"))
+        {
             headers.push(("X-Echo-Set-Header".into(), String::new()));
         }
-        let method = if request.method.is_empty() { "GET".to_string() } else { request.method.clone() };
+        let method = if request.method.is_empty() {
+            "GET".to_string()
+        } else {
+            request.method.clone()
+        };
+        let https = request.protocol.eq_ignore_ascii_case("HTTPS");
+        let tls = https.then(|| TlsOptions {
+            trusted_cert_pem: self.trusted_cert_pem.clone(),
+            sni: request
+                .sni
+                .clone()
+                .or_else(|| request.host.clone())
+                .unwrap_or_else(|| addr.ip().to_string()),
+            http2: self.http2_over_tls,
+        });
         let http_request = HttpRequest {
             method: method.clone(),
             path: path.clone(),
             host: request.host.clone(),
             headers,
-            http2: false,
+            http2: https && self.http2_over_tls,
+            tls,
         };
-        let response = send(addr, &http_request, REQUEST_TIMEOUT).await.map_err(|e| format!("{e:#}"))?;
+        // `statusCodes: []` with `backend: ""`: the connection itself must fail.
+        let expect_failure = case
+            .response
+            .as_ref()
+            .is_some_and(|r| r.status_codes.is_empty())
+            && case.backend.as_deref() == Some("");
+        let response = match send(addr, &http_request, REQUEST_TIMEOUT).await {
+            Err(_) if expect_failure => return Ok(path),
+            Err(err) => return Err(format!("{err:#}")),
+            Ok(response) if expect_failure => {
+                return Err(format!(
+                    "expected a connection failure, got HTTP {}",
+                    response.status
+                ));
+            }
+            Ok(response) => response,
+        };
         let sent = Sent {
-            scheme: "http".into(),
+            scheme: if https { "https" } else { "http" }.into(),
             method,
             path: path.clone(),
             host: request.host.clone(),
@@ -153,14 +209,25 @@ impl TrafficContext<'_> {
         Ok(path)
     }
 
-    async fn check_mirror(&self, deployment: &str, namespace: &str, uri: &str) -> Result<(), String> {
+    async fn check_mirror(
+        &self,
+        deployment: &str,
+        namespace: &str,
+        uri: &str,
+    ) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            if self.backends.pods_of(deployment, namespace).any(|p| p.echo.saw_request_to(uri)) {
+            if self
+                .backends
+                .pods_of(deployment, namespace)
+                .any(|p| p.echo.saw_request_to(uri))
+            {
                 return Ok(());
             }
             if start.elapsed() >= self.deadline {
-                return Err(format!("request {uri} was not mirrored to {namespace}/{deployment}"));
+                return Err(format!(
+                    "request {uri} was not mirrored to {namespace}/{deployment}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -183,6 +250,7 @@ impl TrafficContext<'_> {
                 host: case.request.host.clone(),
                 headers: Vec::new(),
                 http2: false,
+                tls: None,
             };
             let answers: Vec<Option<String>> = futures::stream::iter(0..WEIGHT_REQUESTS)
                 .map(|_| {
@@ -213,13 +281,19 @@ impl TrafficContext<'_> {
 }
 
 /// Percentages within tolerance, nothing for weight 0, nothing from unnamed backends.
-fn judge_weights(counts: &HashMap<String, usize>, weights: &BTreeMap<String, u32>, total_weight: u32) -> Result<(), String> {
+fn judge_weights(
+    counts: &HashMap<String, usize>,
+    weights: &BTreeMap<String, u32>,
+    total_weight: u32,
+) -> Result<(), String> {
     let total: usize = counts.values().sum();
     let mut sorted: Vec<_> = counts.iter().collect();
     sorted.sort();
     for (backend, _) in &sorted {
         if !weights.contains_key(backend.as_str()) {
-            return Err(format!("traffic split {sorted:?}: {backend} is not a weighted backend"));
+            return Err(format!(
+                "traffic split {sorted:?}: {backend} is not a weighted backend"
+            ));
         }
     }
     for (backend, weight) in weights {
@@ -227,7 +301,9 @@ fn judge_weights(counts: &HashMap<String, usize>, weights: &BTreeMap<String, u32
         let percent = 100.0 * got as f64 / total.max(1) as f64;
         let want = 100.0 * f64::from(*weight) / f64::from(total_weight.max(1));
         if (*weight == 0 && got > 0) || (percent - want).abs() > WEIGHT_TOLERANCE {
-            return Err(format!("traffic split {sorted:?} of {total}: {backend} got {percent:.1}%, want {want:.1}%"));
+            return Err(format!(
+                "traffic split {sorted:?} of {total}: {backend} got {percent:.1}%, want {want:.1}%"
+            ));
         }
     }
     Ok(())
@@ -248,7 +324,14 @@ pub fn unique_id() -> String {
     hasher.write_u64(a);
     let b = hasher.finish();
     let hex = format!("{a:016x}{b:016x}");
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -257,9 +340,21 @@ mod tests {
 
     #[test]
     fn judges_weights_with_tolerance() {
-        let weights: BTreeMap<String, u32> = [("a".to_string(), 70), ("b".to_string(), 30), ("c".to_string(), 0)].into();
+        let weights: BTreeMap<String, u32> = [
+            ("a".to_string(), 70),
+            ("b".to_string(), 30),
+            ("c".to_string(), 0),
+        ]
+        .into();
         let counts = |a, b, c| -> HashMap<String, usize> {
-            [("a".to_string(), a), ("b".to_string(), b), ("c".to_string(), c)].into_iter().filter(|(_, n)| *n > 0).collect()
+            [
+                ("a".to_string(), a),
+                ("b".to_string(), b),
+                ("c".to_string(), c),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect()
         };
         assert!(judge_weights(&counts(345, 155, 0), &weights, 100).is_ok());
         assert!(judge_weights(&counts(300, 200, 0), &weights, 100).is_err());

@@ -121,10 +121,16 @@ pub(crate) fn respond<B>(state: &EchoState, req: &Request<B>) -> Response<EchoBo
         .map(|a| a.to_string())
         .or_else(|| header_str(req.headers(), "host"))
         .unwrap_or_default();
-    let mut headers = vec![Header { key: ":authority".into(), value: authority.clone() }];
+    let mut headers = vec![Header {
+        key: ":authority".into(),
+        value: authority.clone(),
+    }];
     for (name, value) in req.headers() {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers.push(Header { key: name.as_str().to_string(), value });
+        headers.push(Header {
+            key: name.as_str().to_string(),
+            value,
+        });
     }
     let reply = EchoResponse {
         assertions: Some(Assertions {
@@ -158,7 +164,10 @@ fn trailers_only(code: u32, message: &str) -> Response<EchoBody> {
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -168,7 +177,10 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let msg = EchoResponse {
-            assertions: Some(Assertions { authority: "a".into(), ..Default::default() }),
+            assertions: Some(Assertions {
+                authority: "a".into(),
+                ..Default::default()
+            }),
             request: None,
         };
         let framed = frame(&msg);

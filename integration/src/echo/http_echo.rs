@@ -26,7 +26,18 @@ pub struct EchoedRequest {
     pub ingress: String,
     pub service: String,
     pub pod: String,
+    /// TLS server name the client sent to this backend (empty over cleartext).
     pub sni: String,
+    /// Present when the request came over TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
+}
+
+/// The part of echo-basic's TLS assertions the tests use.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TlsInfo {
+    pub server_name: String,
 }
 
 impl EchoedRequest {
@@ -40,37 +51,59 @@ impl EchoedRequest {
     }
 }
 
-pub(crate) async fn respond<B>(state: &Arc<EchoState>, conn: &Conn, req: Request<B>) -> Response<EchoBody> {
+pub(crate) async fn respond<B>(
+    state: &Arc<EchoState>,
+    conn: &Conn,
+    req: Request<B>,
+) -> Response<EchoBody> {
     let uri = request_uri(&req);
-    state.record(format!("Echoing back request made to {uri} to client ({})", conn.peer));
+    state.record(format!(
+        "Echoing back request made to {uri} to client ({})",
+        conn.peer
+    ));
     let path = req.uri().path();
     if path == "/health" {
         return plain(StatusCode::OK, "OK");
     }
     if let Some(code) = path.strip_prefix("/status/") {
-        let status = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok());
+        let status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok());
         return plain(status.unwrap_or(StatusCode::BAD_REQUEST), "");
     }
     let query = parse_query(req.uri().query().unwrap_or(""));
     if let Some(delay) = query.get("delay") {
         match parse_go_duration(delay) {
             Some(d) => tokio::time::sleep(d).await,
-            None => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("invalid delay {delay:?}")),
+            None => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("invalid delay {delay:?}"),
+                );
+            }
         }
     }
-    if path.starts_with("/retry") {
-        if let Some(failure) = retry_failure(state, conn, &query).await {
-            return failure;
-        }
+    if path.starts_with("/retry")
+        && let Some(failure) = retry_failure(state, conn, &query).await
+    {
+        return failure;
     }
-    echo(state, &req, uri)
+    echo(state, conn, &req, uri)
 }
 
 /// echo-basic's flaky backend: the first `succeedAfter` requests carrying one `uuid` fail,
 /// after sleeping `delayRetry`, with `responseCode` or (without it) a TCP reset.
-async fn retry_failure(state: &EchoState, conn: &Conn, query: &BTreeMap<String, String>) -> Option<Response<EchoBody>> {
+async fn retry_failure(
+    state: &EchoState,
+    conn: &Conn,
+    query: &BTreeMap<String, String>,
+) -> Option<Response<EchoBody>> {
     let uuid = query.get("uuid").cloned().unwrap_or_default();
-    let succeed_after: u32 = query.get("succeedAfter").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let succeed_after: u32 = query
+        .get("succeedAfter")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let attempt = {
         let mut retries = state.retries.lock().ok()?;
         let seen = retries.entry(uuid).or_insert(0);
@@ -83,10 +116,16 @@ async fn retry_failure(state: &EchoState, conn: &Conn, query: &BTreeMap<String, 
     if let Some(delay) = query.get("delayRetry").and_then(|d| parse_go_duration(d)) {
         tokio::time::sleep(delay).await;
     }
-    match query.get("responseCode").and_then(|c| c.parse::<u16>().ok()) {
+    match query
+        .get("responseCode")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
         Some(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Some(error(status, &format!("failing attempt {attempt} of {succeed_after}")))
+            Some(error(
+                status,
+                &format!("failing attempt {attempt} of {succeed_after}"),
+            ))
         }
         None => {
             conn.reset();
@@ -97,12 +136,17 @@ async fn retry_failure(state: &EchoState, conn: &Conn, query: &BTreeMap<String, 
     }
 }
 
-fn echo<B>(state: &EchoState, req: &Request<B>, uri: String) -> Response<EchoBody> {
+fn echo<B>(state: &EchoState, conn: &Conn, req: &Request<B>, uri: String) -> Response<EchoBody> {
     let host = req
         .uri()
         .authority()
         .map(|a| a.to_string())
-        .or_else(|| req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in req.headers() {
@@ -110,7 +154,10 @@ fn echo<B>(state: &EchoState, req: &Request<B>, uri: String) -> Response<EchoBod
             continue;
         }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers.entry(canonical_header_key(name.as_str())).or_default().push(value);
+        headers
+            .entry(canonical_header_key(name.as_str()))
+            .or_default()
+            .push(value);
     }
     let config = &state.config;
     let echoed = EchoedRequest {
@@ -123,18 +170,30 @@ fn echo<B>(state: &EchoState, req: &Request<B>, uri: String) -> Response<EchoBod
         ingress: config.ingress.clone(),
         service: config.service.clone(),
         pod: config.pod.clone(),
-        sni: String::new(),
+        sni: conn.sni.clone().unwrap_or_default(),
+        tls: conn.tls.then(|| TlsInfo {
+            server_name: conn.sni.clone().unwrap_or_default(),
+        }),
     };
     let body = serde_json::to_vec_pretty(&echoed).unwrap_or_default();
     let mut response = Response::new(full_body(Bytes::from(body)));
     let out = response.headers_mut();
     for (name, value) in echo_set_headers(req) {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
             out.insert(name, value);
         }
     }
-    out.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    out.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    out.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 
@@ -144,7 +203,9 @@ fn echo_set_headers<B>(req: &Request<B>) -> Vec<(String, String)> {
     for list in req.headers().get_all("x-echo-set-header") {
         let Ok(list) = list.to_str() else { continue };
         for pair in list.split(',') {
-            let Some((name, value)) = pair.trim().split_once(':') else { continue };
+            let Some((name, value)) = pair.trim().split_once(':') else {
+                continue;
+            };
             if name.is_empty() {
                 continue;
             }
@@ -162,7 +223,9 @@ fn echo_set_headers<B>(req: &Request<B>) -> Vec<(String, String)> {
 
 /// Path and query as the client sent them (Go's `RequestURI`).
 fn request_uri<B>(req: &Request<B>) -> String {
-    req.uri().path_and_query().map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string())
+    req.uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string())
 }
 
 fn parse_query(query: &str) -> BTreeMap<String, String> {
@@ -185,7 +248,11 @@ pub(crate) fn canonical_header_key(name: &str) -> String {
     let mut upper = true;
     name.chars()
         .map(|c| {
-            let out = if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() };
+            let out = if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            };
             upper = c == '-';
             out
         })
@@ -202,9 +269,10 @@ fn error(status: StatusCode, message: &str) -> Response<EchoBody> {
     let body = serde_json::json!({ "message": message }).to_string();
     let mut response = Response::new(full_body(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -227,7 +295,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             echo_set_headers(&req),
-            vec![("X-A".to_string(), "1,3".to_string()), ("X-B".to_string(), "2".to_string())]
+            vec![
+                ("X-A".to_string(), "1,3".to_string()),
+                ("X-B".to_string(), "2".to_string())
+            ]
         );
     }
 

@@ -7,6 +7,8 @@
 mod duration;
 pub mod grpc;
 mod http_echo;
+pub mod tcp;
+mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,9 +26,11 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 pub use duration::parse_go_duration;
 pub use http_echo::EchoedRequest;
+pub use tls::EchoTls;
 
 /// Response body type of the echo server.
 pub type EchoBody = BoxBody<Bytes, Infallible>;
@@ -43,6 +47,8 @@ pub struct EchoConfig {
     pub ingress: String,
     /// Listen address; the default `127.0.0.1:0` picks a free port.
     pub bind: SocketAddr,
+    /// Serve TLS (HTTP/1.1 or h2 by ALPN) instead of cleartext.
+    pub tls: Option<EchoTls>,
 }
 
 impl EchoConfig {
@@ -53,6 +59,7 @@ impl EchoConfig {
             service: String::new(),
             ingress: String::new(),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
         }
     }
 }
@@ -109,6 +116,7 @@ impl Drop for EchoHandle {
 
 /// Starts an echo server on `config.bind`.
 pub async fn spawn(config: EchoConfig) -> std::io::Result<EchoHandle> {
+    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(EchoState {
@@ -116,18 +124,18 @@ pub async fn spawn(config: EchoConfig) -> std::io::Result<EchoHandle> {
         log: Mutex::new(Vec::new()),
         retries: Mutex::new(HashMap::new()),
     });
-    let task = tokio::spawn(accept_loop(listener, state.clone()));
+    let task = tokio::spawn(accept_loop(listener, acceptor, state.clone()));
     Ok(EchoHandle { addr, state, task })
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<EchoState>) {
+async fn accept_loop(listener: TcpListener, acceptor: Option<TlsAcceptor>, state: Arc<EchoState>) {
     // Connections live in this set so that aborting the accept task ends them all.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, peer)) = accepted {
-                    connections.spawn(serve_connection(stream, peer, state.clone()));
+                    connections.spawn(serve_connection(stream, peer, acceptor.clone(), state.clone()));
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -135,10 +143,14 @@ async fn accept_loop(listener: TcpListener, state: Arc<EchoState>) {
     }
 }
 
-/// Per-connection context: the peer, and a way for a handler to reset the connection.
+/// Per-connection context: the peer, TLS facts, and a way for a handler to reset the
+/// connection.
 #[derive(Clone)]
 pub(crate) struct Conn {
     pub(crate) peer: SocketAddr,
+    /// The SNI the client sent, when the connection is TLS.
+    pub(crate) sni: Option<String>,
+    pub(crate) tls: bool,
     reset: Arc<Notify>,
 }
 
@@ -149,13 +161,45 @@ impl Conn {
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<EchoState>) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    state: Arc<EchoState>,
+) {
     // A duplicate of the socket lets us set SO_LINGER=0 after hyper owns the stream; closing
     // the socket with it makes the kernel send RST, which is what the retry tests need.
-    let Ok(std_stream) = stream.into_std() else { return };
-    let Ok(dup) = std_stream.try_clone() else { return };
-    let Ok(stream) = TcpStream::from_std(std_stream) else { return };
-    let conn = Conn { peer, reset: Arc::new(Notify::new()) };
+    let Ok(std_stream) = stream.into_std() else {
+        return;
+    };
+    let Ok(dup) = std_stream.try_clone() else {
+        return;
+    };
+    let Ok(stream) = TcpStream::from_std(std_stream) else {
+        return;
+    };
+    let mut conn = Conn {
+        peer,
+        sni: None,
+        tls: acceptor.is_some(),
+        reset: Arc::new(Notify::new()),
+    };
+    match acceptor {
+        Some(acceptor) => {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            conn.sni = tls.get_ref().1.server_name().map(str::to_string);
+            serve_io(TokioIo::new(tls), conn, dup, state).await;
+        }
+        None => serve_io(TokioIo::new(stream), conn, dup, state).await,
+    }
+}
+
+async fn serve_io<IO>(io: IO, conn: Conn, dup: std::net::TcpStream, state: Arc<EchoState>)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let reset = conn.reset.clone();
     let service = service_fn(move |req| {
         let state = state.clone();
@@ -163,7 +207,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<EchoSt
         async move { Ok::<_, Infallible>(handle(state, conn, req).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let serve = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let serve = builder.serve_connection_with_upgrades(io, service);
     tokio::select! {
         _ = serve => {}
         _ = reset.notified() => {
@@ -172,10 +216,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<EchoSt
     }
 }
 
-async fn handle(state: Arc<EchoState>, conn: Conn, req: http::Request<Incoming>) -> http::Response<EchoBody> {
+async fn handle(
+    state: Arc<EchoState>,
+    conn: Conn,
+    req: http::Request<Incoming>,
+) -> http::Response<EchoBody> {
     if grpc::is_grpc(&req) {
         let uri = req.uri().path().to_string();
-        state.record(format!("Echoing back request made to {uri} to client ({})", conn.peer));
+        state.record(format!(
+            "Echoing back request made to {uri} to client ({})",
+            conn.peer
+        ));
         // Drain the (tiny) request message so h2 sees the stream through before answering.
         let (parts, body) = req.into_parts();
         let _ = body.collect().await;

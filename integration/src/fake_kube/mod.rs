@@ -16,6 +16,7 @@ mod types;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ impl FakeKube {
             state: Mutex::new(State::new(types)),
             cut: watch::channel(0).0,
             bookmark_interval: Duration::from_secs(1),
+            watches_blocked: AtomicBool::new(false),
         });
         let app = server::router(shared.clone());
         let task = tokio::spawn(async move {
@@ -119,14 +121,29 @@ impl FakeKube {
     }
 
     /// Replaces an object's status (as another controller, or a user, would).
-    pub fn set_status(&self, api_version: &str, kind: &str, namespace: &str, name: &str, status: Value) -> anyhow::Result<Value> {
+    pub fn set_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> anyhow::Result<Value> {
         let mut state = self.shared.lock();
         let rt = find_kind(&state, api_version, kind)?;
         let body = serde_json::json!({ "status": status });
-        state.replace(&rt, namespace, name, body, Part::Status).map_err(api_error)
+        state
+            .replace(&rt, namespace, name, body, Part::Status)
+            .map_err(api_error)
     }
 
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> anyhow::Result<Value> {
+    pub fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Value> {
         let mut state = self.shared.lock();
         let rt = find_kind(&state, api_version, kind)?;
         state.delete(&rt, namespace, name).map_err(api_error)
@@ -146,6 +163,12 @@ impl FakeKube {
     /// Drops every open watch connection abruptly, as a network cut would.
     pub fn cut_watches(&self) {
         self.shared.cut.send_modify(|n| *n += 1);
+    }
+
+    /// While `blocked`, new watch requests fail with 503 Service Unavailable (lists still
+    /// work): with [`FakeKube::cut_watches`] this keeps clients away while changes happen.
+    pub fn block_watches(&self, blocked: bool) {
+        self.shared.watches_blocked.store(blocked, Ordering::SeqCst);
     }
 
     /// Forgets the event history: clients resuming a watch get 410 Gone and must re-list.
@@ -179,13 +202,23 @@ fn identify(state: &State, object: &Value) -> anyhow::Result<(ResourceType, Stri
     let api_version = object["apiVersion"].as_str().unwrap_or("");
     let kind = object["kind"].as_str().unwrap_or("");
     let rt = find_kind(state, api_version, kind)?;
-    let name = object["metadata"]["name"].as_str().ok_or_else(|| anyhow!("{kind} without metadata.name"))?;
-    let namespace = if rt.namespaced { object["metadata"]["namespace"].as_str().unwrap_or("default") } else { "" };
+    let name = object["metadata"]["name"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{kind} without metadata.name"))?;
+    let namespace = if rt.namespaced {
+        object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+    } else {
+        ""
+    };
     Ok((rt, namespace.to_string(), name.to_string()))
 }
 
 fn find_kind(state: &State, api_version: &str, kind: &str) -> anyhow::Result<ResourceType> {
-    state.type_of_kind(api_version, kind).ok_or_else(|| anyhow!("the fake API server does not serve {api_version} {kind}"))
+    state
+        .type_of_kind(api_version, kind)
+        .ok_or_else(|| anyhow!("the fake API server does not serve {api_version} {kind}"))
 }
 
 fn api_error(err: ApiError) -> anyhow::Error {

@@ -3,6 +3,7 @@
 //! delete, including the `/status` subresource.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct Shared {
     pub cut: watch::Sender<u64>,
     /// Interval between BOOKMARK events on watches that allow them.
     pub bookmark_interval: Duration,
+    /// While set, new watch requests fail with 503 (an API server that is away).
+    pub watches_blocked: AtomicBool,
 }
 
 impl Shared {
@@ -58,6 +61,9 @@ async fn handle(
     };
     let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     match (method, &target.name) {
+        (Method::GET, None) if watching && shared.watches_blocked.load(Ordering::SeqCst) => error(
+            &ApiError::new(503, "ServiceUnavailable", "watches are blocked by the test"),
+        ),
         (Method::GET, None) if watching => watch_stream(shared, target, &query),
         (Method::GET, None) => list(&shared, &target),
         (Method::GET, Some(name)) => {
@@ -65,21 +71,45 @@ async fn handle(
             let ns = target.namespace.as_deref().unwrap_or("");
             match state.get(&target.rt, ns, name) {
                 Some(object) => ok(&object),
-                None => error(&ApiError::not_found(&format!("{} {name:?}", target.rt.plural))),
+                None => error(&ApiError::not_found(&format!(
+                    "{} {name:?}",
+                    target.rt.plural
+                ))),
             }
         }
-        (Method::POST, None) => write(&shared, &target, &body, |state, rt, ns, body| state.create(rt, ns, body)),
+        (Method::POST, None) => write(&shared, &target, &body, |state, rt, ns, body| {
+            state.create(rt, ns, body)
+        }),
         (Method::PUT, Some(name)) => {
-            let part = if target.status { Part::Status } else { Part::Main };
-            write(&shared, &target, &body, |state, rt, ns, body| state.replace(rt, ns, name, body, part))
+            let part = if target.status {
+                Part::Status
+            } else {
+                Part::Main
+            };
+            write(&shared, &target, &body, |state, rt, ns, body| {
+                state.replace(rt, ns, name, body, part)
+            })
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if content_type.starts_with("application/json-patch") {
-                return error(&ApiError::new(415, "UnsupportedMediaType", "JSON patch is not supported here"));
+                return error(&ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "JSON patch is not supported here",
+                ));
             }
-            let part = if target.status { Part::Status } else { Part::Main };
-            write(&shared, &target, &body, |state, rt, ns, patch| state.patch(rt, ns, name, &patch, part))
+            let part = if target.status {
+                Part::Status
+            } else {
+                Part::Main
+            };
+            write(&shared, &target, &body, |state, rt, ns, patch| {
+                state.patch(rt, ns, name, &patch, part)
+            })
         }
         (Method::DELETE, Some(name)) => {
             let mut state = shared.lock();
@@ -88,7 +118,11 @@ async fn handle(
                 Err(err) => error(&err),
             }
         }
-        _ => error(&ApiError::new(405, "MethodNotAllowed", "method not allowed")),
+        _ => error(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "method not allowed",
+        )),
     }
 }
 
@@ -105,7 +139,13 @@ fn write(
     let body = match parsed {
         Ok(v) if v.is_object() => v,
         Ok(_) => return error(&ApiError::new(400, "BadRequest", "body is not an object")),
-        Err(e) => return error(&ApiError::new(400, "BadRequest", format!("cannot decode body: {e}"))),
+        Err(e) => {
+            return error(&ApiError::new(
+                400,
+                "BadRequest",
+                format!("cannot decode body: {e}"),
+            ));
+        }
     };
     let namespace = target
         .namespace
@@ -134,13 +174,18 @@ fn list(shared: &Shared, target: &Target) -> Response {
 /// sends every current object as ADDED), then streams live events until the client leaves,
 /// the timeout passes or the test cuts the connection.
 fn watch_stream(shared: Arc<Shared>, target: Target, query: &HashMap<String, String>) -> Response {
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true");
     let timeout = query
         .get("timeoutSeconds")
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let from: Option<u64> = query.get("resourceVersion").and_then(|s| s.parse().ok()).filter(|rv| *rv > 0);
+    let from: Option<u64> = query
+        .get("resourceVersion")
+        .and_then(|s| s.parse().ok())
+        .filter(|rv| *rv > 0);
     let mut cut = shared.cut.subscribe();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
 
@@ -150,8 +195,11 @@ fn watch_stream(shared: Arc<Shared>, target: Target, query: &HashMap<String, Str
         match from {
             Some(rv) => match state.since(rv) {
                 Some(events) => {
-                    let lines: Vec<Value> =
-                        events.iter().filter(|e| matches(&target, e)).map(|e| event_json(e)).collect();
+                    let lines: Vec<Value> = events
+                        .iter()
+                        .filter(|e| matches(&target, e))
+                        .map(|e| event_json(e))
+                        .collect();
                     (lines, live, state.rv, false)
                 }
                 None => (Vec::new(), live, state.rv, true),
@@ -171,7 +219,9 @@ fn watch_stream(shared: Arc<Shared>, target: Target, query: &HashMap<String, Str
     tokio::spawn(async move {
         if gone {
             let status = ApiError::new(410, "Expired", "too old resource version").status();
-            let _ = tx.send(Ok(line(&json!({"type": "ERROR", "object": status})))).await;
+            let _ = tx
+                .send(Ok(line(&json!({"type": "ERROR", "object": status}))))
+                .await;
             return;
         }
         for event in replay {
@@ -213,7 +263,9 @@ fn watch_stream(shared: Arc<Shared>, target: Target, query: &HashMap<String, Str
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
@@ -224,7 +276,10 @@ fn watch_stream(shared: Arc<Shared>, target: Target, query: &HashMap<String, Str
 fn matches(target: &Target, event: &Event) -> bool {
     event.group == target.rt.group
         && event.plural == target.rt.plural
-        && target.namespace.as_deref().is_none_or(|ns| ns == event.namespace)
+        && target
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| ns == event.namespace)
 }
 
 fn event_json(event: &Event) -> Value {
@@ -259,18 +314,34 @@ fn parse_path(shared: &Shared, path: &str) -> Result<Target, ApiError> {
         [plural, name, "status"] => (*plural, Some(name.to_string()), true),
         _ => return Err(ApiError::not_found(&format!("path {path:?}"))),
     };
-    let rt = shared
-        .lock()
-        .find_type(group, plural)
-        .ok_or_else(|| ApiError::not_found(&format!("the server could not find the requested resource ({path})")))?;
-    Ok(Target { rt, namespace, name, status })
+    let rt = shared.lock().find_type(group, plural).ok_or_else(|| {
+        ApiError::not_found(&format!(
+            "the server could not find the requested resource ({path})"
+        ))
+    })?;
+    Ok(Target {
+        rt,
+        namespace,
+        name,
+        status,
+    })
 }
 
 fn ok(value: &Value) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
 }
 
 fn error(err: &ApiError) -> Response {
     let code = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, [(header::CONTENT_TYPE, "application/json")], err.status().to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        err.status().to_string(),
+    )
+        .into_response()
 }

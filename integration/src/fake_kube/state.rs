@@ -31,7 +31,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into() }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -86,12 +90,18 @@ impl State {
     }
 
     pub fn find_type(&self, group: &str, plural: &str) -> Option<ResourceType> {
-        self.types.iter().find(|t| t.group == group && t.plural == plural).cloned()
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.plural == plural)
+            .cloned()
     }
 
     pub fn type_of_kind(&self, api_version: &str, kind: &str) -> Option<ResourceType> {
         let (group, _) = super::types::split_api_version(api_version);
-        self.types.iter().find(|t| t.group == group && t.kind == kind).cloned()
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.kind == kind)
+            .cloned()
     }
 
     fn objects(&self, rt: &ResourceType) -> Option<&Objects> {
@@ -99,12 +109,16 @@ impl State {
     }
 
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Option<Value> {
-        self.objects(rt)?.get(&(namespace.to_string(), name.to_string())).cloned()
+        self.objects(rt)?
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Objects of a type in one namespace (or all), sorted by namespace and name.
     pub fn list(&self, rt: &ResourceType, namespace: Option<&str>) -> Vec<Value> {
-        let Some(objects) = self.objects(rt) else { return Vec::new() };
+        let Some(objects) = self.objects(rt) else {
+            return Vec::new();
+        };
         objects
             .iter()
             .filter(|((ns, _), _)| namespace.is_none_or(|want| ns == want))
@@ -126,11 +140,21 @@ impl State {
         self.compacted = self.rv;
     }
 
-    pub fn create(&mut self, rt: &ResourceType, namespace: &str, mut object: Value) -> Result<Value, ApiError> {
-        let name = name_of(&object).ok_or_else(|| ApiError::new(422, "Invalid", "metadata.name: Required value"))?;
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        mut object: Value,
+    ) -> Result<Value, ApiError> {
+        let name = name_of(&object)
+            .ok_or_else(|| ApiError::new(422, "Invalid", "metadata.name: Required value"))?;
         let key = (scope(rt, namespace), name.clone());
         if self.objects(rt).is_some_and(|o| o.contains_key(&key)) {
-            return Err(ApiError::new(409, "AlreadyExists", format!("{} {name:?} already exists", rt.plural)));
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} {name:?} already exists", rt.plural),
+            ));
         }
         self.uid += 1;
         let uid = format!("00000000-0000-0000-0000-{:012}", self.uid);
@@ -219,7 +243,12 @@ impl State {
         self.update(rt, key, current, next)
     }
 
-    pub fn delete(&mut self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let key = (scope(rt, namespace), name.to_string());
         let mut object = self
             .objects
@@ -258,7 +287,10 @@ impl State {
                 None => meta.remove(field),
             };
         }
-        meta.insert("generation".into(), json!(if bumped { generation + 1 } else { generation }));
+        meta.insert(
+            "generation".into(),
+            json!(if bumped { generation + 1 } else { generation }),
+        );
         if strip_rv(current.clone()) == strip_rv(next.clone()) {
             // A no-op write changes nothing and emits no event, like the real API server.
             return Ok(current);
@@ -266,7 +298,13 @@ impl State {
         Ok(self.store(rt, key, next, "MODIFIED"))
     }
 
-    fn store(&mut self, rt: &ResourceType, key: (String, String), mut object: Value, kind: &'static str) -> Value {
+    fn store(
+        &mut self,
+        rt: &ResourceType,
+        key: (String, String),
+        mut object: Value,
+        kind: &'static str,
+    ) -> Value {
         self.rv += 1;
         metadata(&mut object).insert("resourceVersion".into(), json!(self.rv.to_string()));
         self.objects
@@ -294,18 +332,27 @@ impl State {
 
 /// The namespace part of a storage key: empty for cluster-scoped types.
 fn scope(rt: &ResourceType, namespace: &str) -> String {
-    if rt.namespaced { namespace.to_string() } else { String::new() }
+    if rt.namespaced {
+        namespace.to_string()
+    } else {
+        String::new()
+    }
 }
 
 fn name_of(object: &Value) -> Option<String> {
-    object["metadata"]["name"].as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    object["metadata"]["name"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn metadata(object: &mut Value) -> &mut serde_json::Map<String, Value> {
     if !object["metadata"].is_object() {
         object["metadata"] = json!({});
     }
-    object["metadata"].as_object_mut().expect("metadata was just made an object")
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
 }
 
 /// Everything that counts towards metadata.generation: all but metadata and status.
@@ -327,10 +374,15 @@ fn strip_rv(mut object: Value) -> Value {
 
 /// Optimistic concurrency: a body naming a resourceVersion must name the current one.
 fn check_version(body: &Value, current: &Value) -> Result<(), ApiError> {
-    let Some(wanted) = body["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()) else {
+    let Some(wanted) = body["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    else {
         return Ok(());
     };
-    let have = current["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    let have = current["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("");
     if wanted != have {
         return Err(ApiError::new(
             409,
@@ -352,7 +404,9 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = json!({});
     }
-    let map = target.as_object_mut().expect("target was just made an object");
+    let map = target
+        .as_object_mut()
+        .expect("target was just made an object");
     for (key, value) in patch {
         if value.is_null() {
             map.remove(key);
@@ -367,7 +421,13 @@ mod tests {
     use super::*;
 
     fn gateway_type() -> ResourceType {
-        ResourceType::new("gateway.networking.k8s.io", "v1", "Gateway", "gateways", true)
+        ResourceType::new(
+            "gateway.networking.k8s.io",
+            "v1",
+            "Gateway",
+            "gateways",
+            true,
+        )
     }
 
     #[test]
@@ -381,7 +441,13 @@ mod tests {
     fn writes_bump_resource_version_and_generation_only_on_spec_changes() {
         let rt = gateway_type();
         let mut state = State::new(vec![rt.clone()]);
-        let created = state.create(&rt, "ns", json!({"metadata": {"name": "gw"}, "spec": {"x": 1}})).unwrap();
+        let created = state
+            .create(
+                &rt,
+                "ns",
+                json!({"metadata": {"name": "gw"}, "spec": {"x": 1}}),
+            )
+            .unwrap();
         assert_eq!(created["metadata"]["generation"], json!(1));
         let rv1 = created["metadata"]["resourceVersion"].clone();
 
@@ -390,7 +456,9 @@ mod tests {
         assert_eq!(patched["metadata"]["generation"], json!(1));
         assert_eq!(patched["spec"], json!({"x": 1}));
 
-        let stale = state.patch(&rt, "ns", "gw", &status, Part::Status).unwrap_err();
+        let stale = state
+            .patch(&rt, "ns", "gw", &status, Part::Status)
+            .unwrap_err();
         assert_eq!(stale.code, 409);
 
         let spec = json!({"spec": {"x": 2}, "status": {"ignored": true}});
@@ -407,9 +475,13 @@ mod tests {
     fn compaction_makes_old_versions_too_old() {
         let rt = gateway_type();
         let mut state = State::new(vec![rt.clone()]);
-        state.create(&rt, "ns", json!({"metadata": {"name": "a"}})).unwrap();
+        state
+            .create(&rt, "ns", json!({"metadata": {"name": "a"}}))
+            .unwrap();
         let rv = state.rv;
-        state.create(&rt, "ns", json!({"metadata": {"name": "b"}})).unwrap();
+        state
+            .create(&rt, "ns", json!({"metadata": {"name": "b"}}))
+            .unwrap();
         assert_eq!(state.since(rv).unwrap().len(), 1);
         state.compact();
         assert!(state.since(rv).is_none());

@@ -24,7 +24,11 @@ impl ResourceType {
 
     /// `v1` for the core group, `group/version` otherwise.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The URL path of the collection, in one namespace or (with `None`) across all.
@@ -51,7 +55,13 @@ pub fn default_types() -> Vec<ResourceType> {
         ResourceType::new("", "v1", "Service", "services", true),
         ResourceType::new("", "v1", "Secret", "secrets", true),
         ResourceType::new("", "v1", "ConfigMap", "configmaps", true),
-        ResourceType::new("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true),
+        ResourceType::new(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+        ),
         ResourceType::new("coordination.k8s.io", "v1", "Lease", "leases", true),
         ResourceType::new(GATEWAY, "v1", "GatewayClass", "gatewayclasses", false),
         ResourceType::new(GATEWAY, "v1", "Gateway", "gateways", true),
@@ -62,7 +72,13 @@ pub fn default_types() -> Vec<ResourceType> {
         ResourceType::new(GATEWAY, "v1alpha2", "TCPRoute", "tcproutes", true),
         ResourceType::new(GATEWAY, "v1alpha2", "UDPRoute", "udproutes", true),
         ResourceType::new(GATEWAY, "v1", "ReferenceGrant", "referencegrants", true),
-        ResourceType::new(GATEWAY, "v1", "BackendTLSPolicy", "backendtlspolicies", true),
+        ResourceType::new(
+            GATEWAY,
+            "v1",
+            "BackendTLSPolicy",
+            "backendtlspolicies",
+            true,
+        ),
         ResourceType::new("portico.dev", "v1alpha1", "Backend", "backends", true),
     ]
 }

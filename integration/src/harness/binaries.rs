@@ -29,7 +29,13 @@ pub fn portico_binary() -> anyhow::Result<PathBuf> {
             // Test executables live in target/<profile>/deps/; binaries one level up.
             let profile_dir = exe
                 .parent()
-                .and_then(|deps| if deps.ends_with("deps") { deps.parent() } else { Some(deps) })
+                .and_then(|deps| {
+                    if deps.ends_with("deps") {
+                        deps.parent()
+                    } else {
+                        Some(deps)
+                    }
+                })
                 .context("locating the target directory")?;
             let path = profile_dir.join("portico");
             if !path.exists() {

@@ -34,14 +34,22 @@ pub struct Envoy {
 
 impl Envoy {
     /// Starts an Envoy of fleet `gateway` (NS/NAME) against `portico`, and waits for LIVE.
-    pub async fn start(portico: &Portico, gateway: &str, options: EnvoyOptions) -> anyhow::Result<Self> {
+    pub async fn start(
+        portico: &Portico,
+        gateway: &str,
+        options: EnvoyOptions,
+    ) -> anyhow::Result<Self> {
         let bin = envoy_binary()?;
-        let dir = tempfile::Builder::new().prefix("portico-envoy-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("portico-envoy-")
+            .tempdir()?;
         let admin_port = free_port();
         let node_id = options
             .node_id
             .unwrap_or_else(|| format!("{}.{admin_port}", gateway.replace('/', ".")));
-        let bootstrap = portico.bootstrap(gateway, &node_id, admin_port, options.delta).await?;
+        let bootstrap = portico
+            .bootstrap(gateway, &node_id, admin_port, options.delta)
+            .await?;
         let config = dir.path().join("envoy.yaml");
         std::fs::write(&config, bootstrap)?;
         let log = dir.path().join("envoy.log");
@@ -54,7 +62,9 @@ impl Envoy {
             .args(["--log-level", &level, "--concurrency", "1"])
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(&log)?))
-            .stderr(Stdio::from(std::fs::OpenOptions::new().append(true).open(&log)?))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log)?,
+            ))
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
@@ -75,13 +85,16 @@ impl Envoy {
         let live = eventually(LIVE_DEADLINE, || async move {
             let response = send(admin, &HttpRequest::get("/ready"), Duration::from_secs(2)).await?;
             if response.status != 200 || !response.text().contains("LIVE") {
-                bail!("/ready answered {} {}", response.status, response.text().trim());
+                bail!(
+                    "/ready answered {} {}",
+                    response.status,
+                    response.text().trim()
+                );
             }
             Ok(())
         });
-        tokio::pin!(live);
         tokio::select! {
-            result = &mut live => {
+            result = live => {
                 result.with_context(|| format!("envoy for {} never went LIVE; log:\n{}", self.gateway, self.log_tail()))
             }
             status = self.child.wait() => {
@@ -101,11 +114,14 @@ impl Envoy {
 
     /// The addresses of Envoy's active listeners.
     pub async fn listener_addresses(&self) -> anyhow::Result<Vec<SocketAddr>> {
-        let json: serde_json::Value = serde_json::from_str(&self.admin_get("/listeners?format=json").await?)?;
+        let json: serde_json::Value =
+            serde_json::from_str(&self.admin_get("/listeners?format=json").await?)?;
         let mut out = Vec::new();
         for status in json["listener_statuses"].as_array().into_iter().flatten() {
             let socket = &status["local_address"]["socket_address"];
-            let (Some(ip), Some(port)) = (socket["address"].as_str(), socket["port_value"].as_u64()) else {
+            let (Some(ip), Some(port)) =
+                (socket["address"].as_str(), socket["port_value"].as_u64())
+            else {
                 continue;
             };
             if let (Ok(ip), Ok(port)) = (ip.parse(), u16::try_from(port)) {
@@ -113,6 +129,23 @@ impl Envoy {
             }
         }
         Ok(out)
+    }
+
+    /// Where this Envoy listens on `port` (loopback when it listens on every address); an
+    /// error until such a listener is active.
+    pub async fn address_for_port(&self, port: u16) -> anyhow::Result<SocketAddr> {
+        let listeners = self.listener_addresses().await?;
+        let Some(found) = listeners.iter().find(|a| a.port() == port) else {
+            bail!(
+                "Envoy of {} has no listener on port {port} (has {listeners:?})",
+                self.gateway
+            );
+        };
+        Ok(if found.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], port))
+        } else {
+            *found
+        })
     }
 
     pub fn log_path(&self) -> &Path {

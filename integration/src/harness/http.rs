@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+use super::tls::TlsOptions;
 use crate::echo::EchoedRequest;
 use crate::echo::grpc::{self, EchoRequest, EchoResponse};
 
@@ -24,13 +25,22 @@ pub struct HttpRequest {
     /// Host header (`:authority` over h2); `None` = the dialed address, without `:80`.
     pub host: Option<String>,
     pub headers: Vec<(String, String)>,
-    /// h2c with prior knowledge instead of HTTP/1.1.
+    /// HTTP/2 (h2c with prior knowledge, or ALPN h2 over TLS) instead of HTTP/1.1.
     pub http2: bool,
+    /// HTTPS: TLS with this SNI and trusted certificate.
+    pub tls: Option<TlsOptions>,
 }
 
 impl HttpRequest {
     pub fn get(path: impl Into<String>) -> Self {
-        Self { method: "GET".into(), path: path.into(), host: None, headers: Vec::new(), http2: false }
+        Self {
+            method: "GET".into(),
+            path: path.into(),
+            host: None,
+            headers: Vec::new(),
+            http2: false,
+            tls: None,
+        }
     }
 
     pub fn host(mut self, host: impl Into<String>) -> Self {
@@ -55,7 +65,9 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The echo backend's description of the request, when an echo server answered.
     pub fn echo(&self) -> Option<EchoedRequest> {
-        serde_json::from_slice::<EchoedRequest>(&self.body).ok().filter(|e| !e.pod.is_empty())
+        serde_json::from_slice::<EchoedRequest>(&self.body)
+            .ok()
+            .filter(|e| !e.pod.is_empty())
     }
 
     /// All values of a response header joined by `,`, or `None` when absent.
@@ -76,35 +88,83 @@ impl HttpResponse {
 
 /// The Host a client puts in its request when dialing `addr` with no explicit host.
 pub fn default_host(addr: SocketAddr) -> String {
-    if addr.port() == 80 { addr.ip().to_string() } else { addr.to_string() }
+    if addr.port() == 80 {
+        addr.ip().to_string()
+    } else {
+        addr.to_string()
+    }
 }
 
 /// Sends one request over a new connection, bounded by `timeout` end to end.
-pub async fn send(addr: SocketAddr, req: &HttpRequest, timeout: Duration) -> anyhow::Result<HttpResponse> {
+pub async fn send(
+    addr: SocketAddr,
+    req: &HttpRequest,
+    timeout: Duration,
+) -> anyhow::Result<HttpResponse> {
     tokio::time::timeout(timeout, send_inner(addr, req))
         .await
-        .map_err(|_| anyhow!("request {} {} to {addr} timed out after {timeout:?}", req.method, req.path))?
+        .map_err(|_| {
+            anyhow!(
+                "request {} {} to {addr} timed out after {timeout:?}",
+                req.method,
+                req.path
+            )
+        })?
 }
 
 async fn send_inner(addr: SocketAddr, req: &HttpRequest) -> anyhow::Result<HttpResponse> {
-    let host = req.host.clone().unwrap_or_else(|| default_host(addr));
-    let stream = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+    match &req.tls {
+        Some(options) => {
+            let tls = super::tls::connect(stream, options)
+                .await
+                .context("TLS handshake")?;
+            exchange(TokioIo::new(tls), addr, req, "https").await
+        }
+        None => exchange(TokioIo::new(stream), addr, req, "http").await,
+    }
+}
+
+/// One request/response on an established connection.
+async fn exchange<IO>(
+    io: IO,
+    addr: SocketAddr,
+    req: &HttpRequest,
+    scheme: &str,
+) -> anyhow::Result<HttpResponse>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let host = req.host.clone().unwrap_or_else(|| {
+        if addr.port() == default_port {
+            addr.ip().to_string()
+        } else {
+            addr.to_string()
+        }
+    });
     let mut builder = Request::builder().method(req.method.as_str());
     builder = if req.http2 {
-        builder.uri(format!("http://{host}{}", req.path))
+        builder.uri(format!("{scheme}://{host}{}", req.path))
     } else {
-        builder.uri(req.path.as_str()).header(http::header::HOST, host.as_str())
+        builder
+            .uri(req.path.as_str())
+            .header(http::header::HOST, host.as_str())
     };
     for (name, value) in &req.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).with_context(|| format!("header name {name:?}"))?;
-        let value = HeaderValue::from_str(value).with_context(|| format!("header value {value:?}"))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .with_context(|| format!("header name {name:?}"))?;
+        let value =
+            HeaderValue::from_str(value).with_context(|| format!("header value {value:?}"))?;
         builder = builder.header(name, value);
     }
     let request = builder.body(Full::new(Bytes::new()))?;
     let response = if req.http2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
         tokio::spawn(conn);
         sender.send_request(request).await?
     } else {
@@ -114,8 +174,16 @@ async fn send_inner(addr: SocketAddr, req: &HttpRequest) -> anyhow::Result<HttpR
     };
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.context("reading response body")?.to_bytes();
-    Ok(HttpResponse { status, headers: parts.headers, body })
+    let body = body
+        .collect()
+        .await
+        .context("reading response body")?
+        .to_bytes();
+    Ok(HttpResponse {
+        status,
+        headers: parts.headers,
+        body,
+    })
 }
 
 /// Outcome of a unary GrpcEcho call.
@@ -138,9 +206,12 @@ pub async fn grpc_call(
 ) -> anyhow::Result<GrpcResult> {
     let authority = authority.map_or_else(|| default_host(addr), str::to_string);
     let call = async {
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
         let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await?;
         tokio::spawn(conn);
         let mut builder = Request::builder()
             .method("POST")

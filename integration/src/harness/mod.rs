@@ -5,6 +5,8 @@ mod binaries;
 mod envoy;
 pub mod http;
 mod portico;
+pub mod tcp;
+pub mod tls;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -50,7 +52,11 @@ pub struct ConfigDir {
 
 impl ConfigDir {
     pub fn new() -> anyhow::Result<Self> {
-        Ok(Self { dir: tempfile::Builder::new().prefix("portico-config-").tempdir()? })
+        Ok(Self {
+            dir: tempfile::Builder::new()
+                .prefix("portico-config-")
+                .tempdir()?,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -63,7 +69,10 @@ impl ConfigDir {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let tmp = self.dir.path().join(format!(".{}.tmp", name.replace('/', "_")));
+        let tmp = self
+            .dir
+            .path()
+            .join(format!(".{}.tmp", name.replace('/', "_")));
         std::fs::write(&tmp, contents)?;
         std::fs::rename(&tmp, &path)?;
         Ok(path)

@@ -52,13 +52,26 @@ impl Portico {
             cmd.arg("--address-pool").arg(pool);
         }
         cmd.args(&options.extra_args)
-            .env("PORTICO_LOG", std::env::var("PORTICO_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "PORTICO_LOG",
+                std::env::var("PORTICO_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(&log)?))
-            .stderr(Stdio::from(std::fs::OpenOptions::new().append(true).open(&log)?))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log)?,
+            ))
             .kill_on_drop(true);
-        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
-        let mut portico = Self { xds, admin, child, log, _dir: dir };
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let mut portico = Self {
+            xds,
+            admin,
+            child,
+            log,
+            _dir: dir,
+        };
         portico.wait_ready().await?;
         Ok(portico)
     }
@@ -66,21 +79,19 @@ impl Portico {
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let admin = self.admin;
         let ready = eventually(READY_DEADLINE, || async move {
-            let response = send(admin, &HttpRequest::get("/readyz"), Duration::from_secs(2)).await?;
+            let response =
+                send(admin, &HttpRequest::get("/readyz"), Duration::from_secs(2)).await?;
             if response.status != 200 {
                 bail!("/readyz answered {}", response.status);
             }
             Ok(())
         });
-        tokio::pin!(ready);
-        loop {
-            tokio::select! {
-                result = &mut ready => {
-                    return result.with_context(|| format!("portico never became ready; log:\n{}", self.log_tail()));
-                }
-                status = self.child.wait() => {
-                    bail!("portico exited early ({status:?}); log:\n{}", self.log_tail());
-                }
+        tokio::select! {
+            result = ready => {
+                result.with_context(|| format!("portico never became ready; log:\n{}", self.log_tail()))
+            }
+            status = self.child.wait() => {
+                bail!("portico exited early ({status:?}); log:\n{}", self.log_tail())
             }
         }
     }
@@ -100,7 +111,13 @@ impl Portico {
     }
 
     /// `portico bootstrap` for an Envoy of `gateway` talking to this server.
-    pub async fn bootstrap(&self, gateway: &str, node_id: &str, admin_port: u16, delta: bool) -> anyhow::Result<String> {
+    pub async fn bootstrap(
+        &self,
+        gateway: &str,
+        node_id: &str,
+        admin_port: u16,
+        delta: bool,
+    ) -> anyhow::Result<String> {
         let admin_port = admin_port.to_string();
         let xds = self.xds.to_string();
         let mut args = vec![

@@ -68,21 +68,34 @@ pub fn attach(
         if pr.group.as_deref().unwrap_or(GATEWAY_GROUP) != GATEWAY_GROUP {
             continue;
         }
-        let ns = pr.namespace.clone().unwrap_or_else(|| head.key.namespace.clone());
+        let ns = pr
+            .namespace
+            .clone()
+            .unwrap_or_else(|| head.key.namespace.clone());
         let kind = pr.kind.as_deref().unwrap_or("Gateway");
         let (gi, set) = match kind {
-            "Gateway" => match gateways.iter().position(|g| g.key.namespace == ns && g.key.name == pr.name) {
+            "Gateway" => match gateways
+                .iter()
+                .position(|g| g.key.namespace == ns && g.key.name == pr.name)
+            {
                 Some(gi) => (gi, None),
                 None => continue,
             },
-            "ListenerSet" => match sets.iter().find(|s| s.key.namespace == ns && s.key.name == pr.name) {
+            "ListenerSet" => match sets
+                .iter()
+                .find(|s| s.key.namespace == ns && s.key.name == pr.name)
+            {
                 Some(s) => (s.gateway, Some(s)),
                 None => continue,
             },
             _ => continue,
         };
         let result = attach_one(ctx, &mut gateways[gi], gi, set, pr, head, uses_hostnames);
-        out.push(ParentOutcome { parent_ref: pr.clone(), gateway: gi, result });
+        out.push(ParentOutcome {
+            parent_ref: pr.clone(),
+            gateway: gi,
+            result,
+        });
     }
     out
 }
@@ -97,25 +110,40 @@ fn attach_one(
     uses_hostnames: bool,
 ) -> Result<Vec<Attachment>, (String, String)> {
     if let Some((_, msg)) = &gw.not_accepted {
-        return Err(("NoMatchingParent".into(), format!("Gateway {} is not accepted: {msg}", gw.key.name)));
+        return Err((
+            "NoMatchingParent".into(),
+            format!("Gateway {} is not accepted: {msg}", gw.key.name),
+        ));
     }
-    if let Some(set) = set {
-        if let Some((_, msg)) = &set.not_accepted {
-            return Err(("NotAllowedByListeners".into(), format!("ListenerSet {} is not accepted: {msg}", set.key.name)));
-        }
+    if let Some(set) = set
+        && let Some((_, msg)) = &set.not_accepted
+    {
+        return Err((
+            "NotAllowedByListeners".into(),
+            format!("ListenerSet {} is not accepted: {msg}", set.key.name),
+        ));
     }
-    let owner_kind = if set.is_some() { "ListenerSet" } else { "Gateway" };
+    let owner_kind = if set.is_some() {
+        "ListenerSet"
+    } else {
+        "Gateway"
+    };
     let candidates: Vec<usize> = (0..gw.listeners.len())
         .filter(|&i| {
             let l = &gw.listeners[i];
             l.owner.kind == owner_kind
-                && set.is_none_or(|s| l.owner.name == s.key.name && l.owner.namespace == s.key.namespace)
+                && set.is_none_or(|s| {
+                    l.owner.name == s.key.name && l.owner.namespace == s.key.namespace
+                })
                 && pr.section_name.as_ref().is_none_or(|s| *s == l.spec.name)
                 && pr.port.is_none_or(|p| p == l.spec.port)
         })
         .collect();
     if candidates.is_empty() {
-        return Err(("NoMatchingParent".into(), "no listener matches the parentRef's sectionName and port".into()));
+        return Err((
+            "NoMatchingParent".into(),
+            "no listener matches the parentRef's sectionName and port".into(),
+        ));
     }
     let route_labels = ctx.namespace_labels(&head.key.namespace);
     let allowed: Vec<usize> = candidates
@@ -123,17 +151,26 @@ fn attach_one(
         .filter(|&i| {
             let l = &gw.listeners[i];
             let kind_ok = l.supported_kinds.iter().any(|k| k.kind == head.key.kind);
-            let ns = l.spec.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
+            let ns = l
+                .spec
+                .allowed_routes
+                .as_ref()
+                .and_then(|a| a.namespaces.as_ref());
             let ns_ok = match ns.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
                 "All" => true,
-                "Selector" => ns.and_then(|n| n.selector.as_ref()).is_some_and(|s| s.matches(&route_labels)),
+                "Selector" => ns
+                    .and_then(|n| n.selector.as_ref())
+                    .is_some_and(|s| s.matches(&route_labels)),
                 _ => head.key.namespace == l.owner.namespace,
             };
             l.attachable() && kind_ok && ns_ok
         })
         .collect();
     if allowed.is_empty() {
-        return Err(("NotAllowedByListeners".into(), "no listener of this parent allows this route".into()));
+        return Err((
+            "NotAllowedByListeners".into(),
+            "no listener of this parent allows this route".into(),
+        ));
     }
     let mut attached = Vec::new();
     for i in allowed {
@@ -146,10 +183,17 @@ fn attach_one(
         } else {
             Vec::new()
         };
-        attached.push(Attachment { gateway: gi, listener: i, hostnames });
+        attached.push(Attachment {
+            gateway: gi,
+            listener: i,
+            hostnames,
+        });
     }
     if attached.is_empty() {
-        return Err(("NoMatchingListenerHostname".into(), "no listener hostname matches the route's hostnames".into()));
+        return Err((
+            "NoMatchingListenerHostname".into(),
+            "no listener hostname matches the route's hostnames".into(),
+        ));
     }
     for a in &attached {
         gw.listeners[a.listener].attached_routes += 1;
@@ -173,7 +217,9 @@ pub fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>
         let narrowed = match (listener.strip_prefix("*."), h.strip_prefix("*.")) {
             (None, None) => (h == listener).then(|| h.clone()),
             (Some(sfx), None) => h.ends_with(&format!(".{sfx}")).then(|| h.clone()),
-            (None, Some(sfx)) => listener.ends_with(&format!(".{sfx}")).then(|| listener.clone()),
+            (None, Some(sfx)) => listener
+                .ends_with(&format!(".{sfx}"))
+                .then(|| listener.clone()),
             (Some(a), Some(b)) => {
                 if a == b || a.ends_with(&format!(".{b}")) {
                     Some(listener.clone())
@@ -184,10 +230,10 @@ pub fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>
                 }
             }
         };
-        if let Some(n) = narrowed {
-            if !out.contains(&n) {
-                out.push(n);
-            }
+        if let Some(n) = narrowed
+            && !out.contains(&n)
+        {
+            out.push(n);
         }
     }
     if out.is_empty() {
@@ -213,10 +259,22 @@ mod tests {
         assert_eq!(intersect(None, &v(&["a.com"])), Some(v(&["a.com"])));
         assert_eq!(intersect(Some("a.com"), &[]), Some(vec![]));
         assert_eq!(intersect(Some("a.com"), &v(&["b.com"])), None);
-        assert_eq!(intersect(Some("*.example.com"), &v(&["foo.example.com", "x.org"])), Some(v(&["foo.example.com"])));
-        assert_eq!(intersect(Some("foo.example.com"), &v(&["*.example.com"])), Some(vec![]));
-        assert_eq!(intersect(Some("*.example.com"), &v(&["*.com"])), Some(vec![]));
-        assert_eq!(intersect(Some("*.com"), &v(&["*.example.com"])), Some(v(&["*.example.com"])));
+        assert_eq!(
+            intersect(Some("*.example.com"), &v(&["foo.example.com", "x.org"])),
+            Some(v(&["foo.example.com"]))
+        );
+        assert_eq!(
+            intersect(Some("foo.example.com"), &v(&["*.example.com"])),
+            Some(vec![])
+        );
+        assert_eq!(
+            intersect(Some("*.example.com"), &v(&["*.com"])),
+            Some(vec![])
+        );
+        assert_eq!(
+            intersect(Some("*.com"), &v(&["*.example.com"])),
+            Some(v(&["*.example.com"]))
+        );
         assert_eq!(intersect(Some("*.example.com"), &v(&["example.com"])), None);
     }
 }

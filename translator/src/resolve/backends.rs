@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::ServicePort;
 use crate::backend_kind;
 use crate::input::ObjectKey;
 use crate::ir::{Cluster, Discovery, Endpoint, UpstreamProtocol};
+use crate::resolve::backend_tls;
 use crate::resolve::context::{Ctx, GATEWAY_GROUP};
 use crate::resolve::model::BackendRef;
 
@@ -28,6 +29,8 @@ impl RefError {
 pub struct Resolved {
     pub cluster: String,
     pub websocket: bool,
+    /// Index of the BackendTLSPolicy that applies (into `Ctx::tls_policies`).
+    pub policy: Option<usize>,
 }
 
 /// What kind of traffic the referring route carries.
@@ -54,32 +57,62 @@ pub fn resolve(
     let is_service = group.is_empty() && kind == "Service";
     let is_backend = group == backend_kind::GROUP && kind == backend_kind::KIND;
     if !is_service && !is_backend {
-        return Err(RefError::new("InvalidKind", format!("backendRef kind {group}/{kind} is not supported")));
+        return Err(RefError::new(
+            "InvalidKind",
+            format!("backendRef kind {group}/{kind} is not supported"),
+        ));
     }
-    if !ctx.ref_allowed((GATEWAY_GROUP, from_kind, from_ns), (&group, &kind, &ns, &r.name)) {
+    if !ctx.ref_allowed(
+        (GATEWAY_GROUP, from_kind, from_ns),
+        (&group, &kind, &ns, &r.name),
+    ) {
         return Err(RefError::new(
             "RefNotPermitted",
-            format!("no ReferenceGrant in namespace {ns} allows {from_kind}s from {from_ns} to use {kind} {}", r.name),
+            format!(
+                "no ReferenceGrant in namespace {ns} allows {from_kind}s from {from_ns} to use {kind} {}",
+                r.name
+            ),
         ));
     }
     if is_backend {
         return portico_backend(ctx, &ns, r, traffic, clusters);
     }
     let Some(svc) = ctx.services.get(&(ns.clone(), r.name.clone())) else {
-        return Err(RefError::new("BackendNotFound", format!("Service {ns}/{} does not exist", r.name)));
+        return Err(RefError::new(
+            "BackendNotFound",
+            format!("Service {ns}/{} does not exist", r.name),
+        ));
     };
     let Some(port) = r.port else {
-        return Err(RefError::new("BackendNotFound", format!("backendRef to Service {ns}/{} needs a port", r.name)));
+        return Err(RefError::new(
+            "BackendNotFound",
+            format!("backendRef to Service {ns}/{} needs a port", r.name),
+        ));
     };
     let spec = svc.spec.clone().unwrap_or_default();
-    let svc_port = spec.ports.iter().flatten().find(|p| p.port == port).cloned();
+    let svc_port = spec
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.port == port)
+        .cloned();
     let external = spec.type_.as_deref() == Some("ExternalName");
-    let Some(svc_port) = svc_port.or_else(|| external.then(|| ServicePort { port, ..Default::default() })) else {
-        return Err(RefError::new("BackendNotFound", format!("Service {ns}/{} has no port {port}", r.name)));
+    let Some(svc_port) = svc_port.or_else(|| {
+        external.then(|| ServicePort {
+            port,
+            ..Default::default()
+        })
+    }) else {
+        return Err(RefError::new(
+            "BackendNotFound",
+            format!("Service {ns}/{} has no port {port}", r.name),
+        ));
     };
-    let (protocol, websocket) = protocol_of(svc_port.app_protocol.as_deref(), traffic)?;
+    let (protocol, websocket) = protocol_of(svc_port.app_protocol.as_deref(), traffic);
     let mut name = format!("{ns}/{}/{port}", r.name);
-    if traffic == Traffic::Grpc && svc_port.app_protocol.as_deref().is_none_or(|a| protocol_of(Some(a), Traffic::Http).map(|p| p.0) != Ok(UpstreamProtocol::H2c)) {
+    if traffic == Traffic::Grpc
+        && protocol_of(svc_port.app_protocol.as_deref(), Traffic::Http).0 != UpstreamProtocol::H2c
+    {
         // A gRPC route needs HTTP/2 even where the Service does not say so.
         name.push_str("/h2");
     }
@@ -89,20 +122,42 @@ pub fn resolve(
     let mut origins = vec![ObjectKey::new("Service", &ns, &r.name)];
     let discovery = if external {
         let host = spec.external_name.clone().unwrap_or_default();
-        Discovery::Dns(vec![Endpoint::Socket { address: host, port: u16::try_from(port).unwrap_or(0) }])
+        Discovery::Dns(vec![Endpoint::Socket {
+            address: host,
+            port: u16::try_from(port).unwrap_or(0),
+        }])
     } else {
         let mut endpoints = Vec::new();
-        for slice in ctx.slices.get(&(ns.clone(), r.name.clone())).into_iter().flatten() {
-            origins.push(ObjectKey::new("EndpointSlice", &ns, slice.metadata.name.as_deref().unwrap_or_default()));
-            let slice_port = slice.ports.iter().flatten().find(|p| p.name.as_deref().unwrap_or("") == svc_port.name.as_deref().unwrap_or(""));
-            let Some(target) = slice_port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else { continue };
+        for slice in ctx
+            .slices
+            .get(&(ns.clone(), r.name.clone()))
+            .into_iter()
+            .flatten()
+        {
+            origins.push(ObjectKey::new(
+                "EndpointSlice",
+                &ns,
+                slice.metadata.name.as_deref().unwrap_or_default(),
+            ));
+            let slice_port = slice.ports.iter().flatten().find(|p| {
+                p.name.as_deref().unwrap_or("") == svc_port.name.as_deref().unwrap_or("")
+            });
+            let Some(target) = slice_port
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
             for ep in &slice.endpoints {
                 // Kubernetes: an absent ready condition counts as ready.
                 if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                     continue;
                 }
                 for address in &ep.addresses {
-                    endpoints.push(Endpoint::Socket { address: address.clone(), port: target });
+                    endpoints.push(Endpoint::Socket {
+                        address: address.clone(),
+                        port: target,
+                    });
                 }
             }
         }
@@ -110,24 +165,51 @@ pub fn resolve(
         endpoints.dedup();
         Discovery::Eds(endpoints)
     };
-    clusters.entry(name.clone()).or_insert(Cluster { name: name.clone(), protocol, discovery, tls: None, origins });
-    Ok(Resolved { cluster: name, websocket })
+    let policy = backend_tls::lookup(&ctx.tls_policies, &ns, &r.name, svc_port.name.as_deref());
+    let (tls, discovery) = match policy.map(|(_, p)| &p.result) {
+        Some(Ok(tls)) => (Some(tls.clone()), discovery),
+        // An invalid policy never falls back to plaintext: no endpoints, Envoy answers 503.
+        Some(Err(_)) => {
+            name.push_str("/invalid-tls");
+            (None, Discovery::Eds(Vec::new()))
+        }
+        None => (None, discovery),
+    };
+    if let Some((i, _)) = policy {
+        origins.push(ctx.tls_policies[i].key.clone());
+    }
+    clusters.entry(name.clone()).or_insert(Cluster {
+        name: name.clone(),
+        protocol,
+        discovery,
+        tls,
+        origins,
+    });
+    Ok(Resolved {
+        cluster: name,
+        websocket,
+        policy: policy.map(|(i, _)| i),
+    })
 }
 
 /// Upstream protocol from an appProtocol, and whether WebSocket upgrades go through.
-fn protocol_of(app_protocol: Option<&str>, traffic: Traffic) -> Result<(UpstreamProtocol, bool), RefError> {
+fn protocol_of(app_protocol: Option<&str>, traffic: Traffic) -> (UpstreamProtocol, bool) {
     if traffic == Traffic::Stream {
-        return Ok((UpstreamProtocol::Stream, false));
+        return (UpstreamProtocol::Stream, false);
     }
     let p = match app_protocol.map(|a| a.to_ascii_lowercase()).as_deref() {
-        Some("kubernetes.io/h2c" | "grpc" | "kubernetes.io/grpc" | "h2c" | "http2") => (UpstreamProtocol::H2c, false),
-        Some("kubernetes.io/ws" | "kubernetes.io/wss" | "ws" | "wss") => (UpstreamProtocol::Ws, true),
+        Some("kubernetes.io/h2c" | "grpc" | "kubernetes.io/grpc" | "h2c" | "http2") => {
+            (UpstreamProtocol::H2c, false)
+        }
+        Some("kubernetes.io/ws" | "kubernetes.io/wss" | "ws" | "wss") => {
+            (UpstreamProtocol::Ws, true)
+        }
         _ => (UpstreamProtocol::Http1, false),
     };
     if traffic == Traffic::Grpc {
-        return Ok((UpstreamProtocol::H2c, false));
+        return (UpstreamProtocol::H2c, false);
     }
-    Ok(p)
+    p
 }
 
 fn portico_backend(
@@ -138,43 +220,76 @@ fn portico_backend(
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> Result<Resolved, RefError> {
     let Some(backend) = ctx.backends.get(&(ns.to_string(), r.name.clone())) else {
-        return Err(RefError::new("BackendNotFound", format!("Backend {ns}/{} does not exist", r.name)));
+        return Err(RefError::new(
+            "BackendNotFound",
+            format!("Backend {ns}/{} does not exist", r.name),
+        ));
     };
-    let (protocol, websocket) = protocol_of(backend.spec.app_protocol.as_deref(), traffic)?;
+    let (protocol, websocket) = protocol_of(backend.spec.app_protocol.as_deref(), traffic);
     let ref_port = r.port.and_then(|p| u16::try_from(p).ok());
     let mut endpoints = Vec::new();
     let mut dns = false;
     for (i, ep) in backend.spec.endpoints.iter().enumerate() {
         let port = ep.port.or(ref_port);
         match (&ep.ip, &ep.hostname, &ep.unix, port) {
-            (Some(ip), None, None, Some(port)) => endpoints.push(Endpoint::Socket { address: ip.clone(), port }),
+            (Some(ip), None, None, Some(port)) => endpoints.push(Endpoint::Socket {
+                address: ip.clone(),
+                port,
+            }),
             (None, Some(host), None, Some(port)) => {
                 dns = true;
-                endpoints.push(Endpoint::Socket { address: host.clone(), port })
+                endpoints.push(Endpoint::Socket {
+                    address: host.clone(),
+                    port,
+                })
             }
             (None, None, Some(path), _) => endpoints.push(Endpoint::Unix { path: path.clone() }),
             _ => {
                 return Err(RefError::new(
                     "BackendNotFound",
-                    format!("Backend {ns}/{} endpoints[{i}] needs exactly one of ip, hostname, unix (and a port)", r.name),
+                    format!(
+                        "Backend {ns}/{} endpoints[{i}] needs exactly one of ip, hostname, unix (and a port)",
+                        r.name
+                    ),
                 ));
             }
         }
     }
     let mut name = format!("backend:{ns}/{}", r.name);
-    if backend.spec.endpoints.iter().any(|e| e.port.is_none() && e.unix.is_none()) {
-        if let Some(p) = ref_port {
-            name = format!("{name}/{p}");
-        }
+    if backend
+        .spec
+        .endpoints
+        .iter()
+        .any(|e| e.port.is_none() && e.unix.is_none())
+        && let Some(p) = ref_port
+    {
+        name = format!("{name}/{p}");
     }
-    if traffic == Traffic::Grpc && protocol_of(backend.spec.app_protocol.as_deref(), Traffic::Http).map(|p| p.0).ok() != Some(UpstreamProtocol::H2c) {
+    if traffic == Traffic::Grpc
+        && protocol_of(backend.spec.app_protocol.as_deref(), Traffic::Http).0
+            != UpstreamProtocol::H2c
+    {
         name.push_str("/h2");
     }
     if traffic == Traffic::Stream {
         name.push_str("/tcp");
     }
-    let discovery = if dns { Discovery::Dns(endpoints) } else { Discovery::Eds(endpoints) };
+    let discovery = if dns {
+        Discovery::Dns(endpoints)
+    } else {
+        Discovery::Eds(endpoints)
+    };
     let origins = vec![ObjectKey::new(backend_kind::KIND, ns, &r.name)];
-    clusters.entry(name.clone()).or_insert(Cluster { name: name.clone(), protocol, discovery, tls: None, origins });
-    Ok(Resolved { cluster: name, websocket })
+    clusters.entry(name.clone()).or_insert(Cluster {
+        name: name.clone(),
+        protocol,
+        discovery,
+        tls: None,
+        origins,
+    });
+    Ok(Resolved {
+        cluster: name,
+        websocket,
+        policy: None,
+    })
 }

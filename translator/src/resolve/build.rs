@@ -3,7 +3,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::ir::{self, Action, Fleet, PathMatch, PathRewrite, Port, PortProtocol, TlsChain, VirtualHost};
+use crate::ir::{
+    self, Action, Fleet, PathMatch, PathRewrite, Port, PortProtocol, TlsChain, VirtualHost,
+};
 use crate::resolve::gateway::GatewayModel;
 use crate::resolve::listener::ListenerModel;
 use crate::resolve::rules::CompiledRoute;
@@ -53,20 +55,29 @@ pub fn fleet(
     streams: &StreamPlacements,
     clusters: &BTreeMap<String, ir::Cluster>,
 ) -> Fleet {
-    let mut fleet = Fleet { addresses: gw.addresses.clone(), ..Default::default() };
+    let mut fleet = Fleet {
+        addresses: gw.addresses.clone(),
+        ..Default::default()
+    };
     if gw.not_accepted.is_some() {
         return fleet;
     }
     let mut by_port: BTreeMap<(bool, u16), Vec<usize>> = BTreeMap::new();
     for (i, l) in gw.listeners.iter().enumerate() {
         if l.programmable() {
-            by_port.entry((l.protocol == Some(PortProtocol::Udp), l.port)).or_default().push(i);
+            by_port
+                .entry((l.protocol == Some(PortProtocol::Udp), l.port))
+                .or_default()
+                .push(i);
         }
     }
     let mut used_clusters = BTreeSet::new();
     let mut used_secrets = BTreeSet::new();
     for ((_, port), members) in by_port {
-        let protocols: BTreeSet<PortProtocol> = members.iter().filter_map(|&i| gw.listeners[i].protocol).collect();
+        let protocols: BTreeSet<PortProtocol> = members
+            .iter()
+            .filter_map(|&i| gw.listeners[i].protocol)
+            .collect();
         let protocol = if protocols.contains(&PortProtocol::Https) {
             PortProtocol::Https
         } else {
@@ -87,7 +98,14 @@ pub fn fleet(
             let l = &gw.listeners[li];
             let lp = l.protocol.unwrap_or(PortProtocol::Http);
             if matches!(lp, PortProtocol::Http | PortProtocol::Https) {
-                let vh = virtual_host(l, routes, placements.get(&(gw_index, li)).map(Vec::as_slice).unwrap_or_default());
+                let vh = virtual_host(
+                    l,
+                    routes,
+                    placements
+                        .get(&(gw_index, li))
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                );
                 for r in &vh.routes {
                     origins.insert(r.origin.clone());
                     collect_clusters(&r.action, &r.mirrors, &mut used_clusters);
@@ -109,29 +127,47 @@ pub fn fleet(
                             stream: None,
                             http: true,
                             listener: listener_id(l),
+                            client_validation: gw.client_validation_for(port),
                         });
                     } else {
-                        tls_chains(l, &placed, &mut p.tls_chains);
+                        tls_chains(
+                            l,
+                            &placed,
+                            gw.client_validation_for(port),
+                            &mut p.tls_chains,
+                        );
                     }
                 }
                 PortProtocol::Tcp | PortProtocol::Udp => {
                     if p.stream.is_none() {
-                        p.stream = placed.first().map(|s| ir::StreamRoute { backends: s.backends.clone() });
+                        p.stream = placed.first().map(|s| ir::StreamRoute {
+                            backends: s.backends.clone(),
+                        });
                     }
                 }
                 PortProtocol::Http => {}
             }
         }
         p.virtual_hosts.sort_by(|a, b| {
-            (host_rank(a.domains.first().map(String::as_str)), &a.name).cmp(&(host_rank(b.domains.first().map(String::as_str)), &b.name))
+            (host_rank(a.domains.first().map(String::as_str)), &a.name)
+                .cmp(&(host_rank(b.domains.first().map(String::as_str)), &b.name))
         });
-        p.tls_chains.sort_by(|a, b| (host_rank(a.hostname.as_deref()), &a.listener).cmp(&(host_rank(b.hostname.as_deref()), &b.listener)));
+        p.tls_chains.sort_by(|a, b| {
+            (host_rank(a.hostname.as_deref()), &a.listener)
+                .cmp(&(host_rank(b.hostname.as_deref()), &b.listener))
+        });
         p.origins = origins.into_iter().collect();
         fleet.ports.push(p);
     }
     for name in used_clusters {
         if let Some(c) = clusters.get(&name) {
-            fleet.clusters.insert(name, c.clone());
+            let mut c = c.clone();
+            // The Gateway's backend client certificate goes on every TLS connection it makes.
+            if let (Some(tls), Some(cert)) = (c.tls.as_mut(), &gw.backend_client_cert) {
+                tls.client_certificate = Some(cert.clone());
+                used_secrets.insert(cert.clone());
+            }
+            fleet.clusters.insert(name, c);
         }
     }
     for name in used_secrets {
@@ -144,12 +180,24 @@ pub fn fleet(
 
 /// TLS listener filter chains: passthrough/terminate to the TLSRoute backends, one chain per
 /// route hostname (or the listener hostname).
-fn tls_chains(l: &ListenerModel, placed: &[StreamPlacement], out: &mut Vec<TlsChain>) {
-    let certificates = if l.passthrough { Vec::new() } else { l.certificates.clone() };
+fn tls_chains(
+    l: &ListenerModel,
+    placed: &[StreamPlacement],
+    client_validation: Option<ir::ClientValidation>,
+    out: &mut Vec<TlsChain>,
+) {
+    let certificates = if l.passthrough {
+        Vec::new()
+    } else {
+        l.certificates.clone()
+    };
     let mut seen = BTreeSet::new();
     for s in placed {
-        let hosts: Vec<Option<String>> =
-            if s.hostnames.is_empty() { vec![l.spec.hostname.clone()] } else { s.hostnames.iter().cloned().map(Some).collect() };
+        let hosts: Vec<Option<String>> = if s.hostnames.is_empty() {
+            vec![l.spec.hostname.clone()]
+        } else {
+            s.hostnames.iter().cloned().map(Some).collect()
+        };
         for h in hosts {
             // The first (oldest) route for a hostname wins.
             if !seen.insert(h.clone()) {
@@ -158,9 +206,16 @@ fn tls_chains(l: &ListenerModel, placed: &[StreamPlacement], out: &mut Vec<TlsCh
             out.push(TlsChain {
                 hostname: h.clone(),
                 certificates: certificates.clone(),
-                stream: Some(ir::StreamRoute { backends: s.backends.clone() }),
+                stream: Some(ir::StreamRoute {
+                    backends: s.backends.clone(),
+                }),
                 http: false,
                 listener: format!("{}/{}", listener_id(l), h.unwrap_or_else(|| "*".into())),
+                client_validation: if l.passthrough {
+                    None
+                } else {
+                    client_validation.clone()
+                },
             });
         }
     }
@@ -173,18 +228,36 @@ fn collect_clusters(action: &Action, mirrors: &[ir::Mirror], out: &mut BTreeSet<
     out.extend(mirrors.iter().map(|m| m.cluster.clone()));
 }
 
-fn virtual_host(l: &ListenerModel, routes: &[CompiledRoute], placed: &[(usize, Vec<String>)]) -> VirtualHost {
-    let domain = l.spec.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| "*".into());
+fn virtual_host(
+    l: &ListenerModel,
+    routes: &[CompiledRoute],
+    placed: &[(usize, Vec<String>)],
+) -> VirtualHost {
+    let domain = l
+        .spec
+        .hostname
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "*".into());
     let mut entries = Vec::new();
     for (ri, hostnames) in placed {
         let route = &routes[*ri];
-        let hosts: Vec<Option<String>> =
-            if hostnames.is_empty() { vec![None] } else { hostnames.iter().cloned().map(Some).collect() };
+        let hosts: Vec<Option<String>> = if hostnames.is_empty() {
+            vec![None]
+        } else {
+            hostnames.iter().cloned().map(Some).collect()
+        };
         for host in hosts {
             for (rule_index, rule) in route.rules.iter().enumerate() {
                 for (mi, m) in rule.matches.iter().enumerate() {
                     let key = route.head.key.clone();
-                    let mut name = format!("{}/{}/{}/{}/match/{mi}", key.kind.to_ascii_lowercase(), key.namespace, key.name, rule.label);
+                    let mut name = format!(
+                        "{}/{}/{}/{}/match/{mi}",
+                        key.kind.to_ascii_lowercase(),
+                        key.namespace,
+                        key.name,
+                        rule.label
+                    );
                     if let Some(h) = &host {
                         name.push_str(&format!("/host/{h}"));
                     }
@@ -207,6 +280,7 @@ fn virtual_host(l: &ListenerModel, routes: &[CompiledRoute], placed: &[(usize, V
                     );
                     let mut action = rule.action.action.clone();
                     fix_prefix_rewrite(&mut action, &m.path);
+                    fix_redirect_port(&mut action, l);
                     entries.push((
                         sort_key,
                         ir::Route {
@@ -228,7 +302,11 @@ fn virtual_host(l: &ListenerModel, routes: &[CompiledRoute], placed: &[(usize, V
         }
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    VirtualHost { name: listener_id(l), domains: vec![domain], routes: entries.into_iter().map(|(_, r)| r).collect() }
+    VirtualHost {
+        name: listener_id(l),
+        domains: vec![domain],
+        routes: entries.into_iter().map(|(_, r)| r).collect(),
+    }
 }
 
 /// ReplacePrefixMatch replaces the prefix this match matched.
@@ -245,4 +323,26 @@ fn fix_prefix_rewrite(action: &mut Action, path: &PathMatch) {
     if let Some(PathRewrite::Prefix { matched: m, .. }) = target {
         *m = matched;
     }
+}
+
+/// Gateway API redirect ports: an explicit port, else the new scheme's well-known port, else
+/// the listener's port; left out of Location when it is the scheme's well-known port.
+fn fix_redirect_port(action: &mut Action, l: &ListenerModel) {
+    let Action::Redirect(r) = action else { return };
+    let listener_scheme = if l.protocol == Some(PortProtocol::Http) {
+        "http"
+    } else {
+        "https"
+    };
+    let scheme = r
+        .scheme
+        .clone()
+        .unwrap_or_else(|| listener_scheme.to_string());
+    let well_known = |s: &str| if s == "https" { 443 } else { 80 };
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => p,
+        (None, Some(s)) => well_known(s),
+        (None, None) => u32::from(l.port),
+    };
+    r.port = (port != well_known(&scheme)).then_some(port);
 }

@@ -55,10 +55,15 @@ pub struct Ctx<'a> {
     pub secrets: BTreeMap<NsName, &'a Secret>,
     pub config_maps: BTreeMap<NsName, &'a ConfigMap>,
     grants: Vec<Grant>,
+    /// BackendTLSPolicies, oldest first (filled once the indexes exist).
+    pub tls_policies: Vec<crate::resolve::backend_tls::PolicyModel>,
 }
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> NsName {
-    (meta.namespace.clone().unwrap_or_else(|| "default".into()), meta.name.clone().unwrap_or_default())
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 impl<'a> Ctx<'a> {
@@ -70,9 +75,16 @@ impl<'a> Ctx<'a> {
         }
         let mut slices: BTreeMap<NsName, Vec<&EndpointSlice>> = BTreeMap::new();
         for slice in &res.endpoint_slices {
-            let svc = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
+            let svc = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"));
             if let Some(svc) = svc {
-                slices.entry((ns_name(&slice.metadata).0, svc.clone())).or_default().push(slice);
+                slices
+                    .entry((ns_name(&slice.metadata).0, svc.clone()))
+                    .or_default()
+                    .push(slice);
             }
         }
         for list in slices.values_mut() {
@@ -81,25 +93,49 @@ impl<'a> Ctx<'a> {
         let grants = res
             .reference_grants
             .iter()
-            .map(|g| Grant { namespace: ns_name(&g.metadata).0, spec: convert(&g.spec) })
+            .map(|g| Grant {
+                namespace: ns_name(&g.metadata).0,
+                spec: convert(&g.spec),
+            })
             .collect();
         Ctx {
             res,
             problems: Vec::new(),
             namespace_labels,
-            services: res.services.iter().map(|s| (ns_name(&s.metadata), s)).collect(),
+            services: res
+                .services
+                .iter()
+                .map(|s| (ns_name(&s.metadata), s))
+                .collect(),
             slices,
-            backends: res.backends.iter().map(|b| (ns_name(&b.metadata), b)).collect(),
-            secrets: res.secrets.iter().map(|s| (ns_name(&s.metadata), s)).collect(),
-            config_maps: res.config_maps.iter().map(|c| (ns_name(&c.metadata), c)).collect(),
+            backends: res
+                .backends
+                .iter()
+                .map(|b| (ns_name(&b.metadata), b))
+                .collect(),
+            secrets: res
+                .secrets
+                .iter()
+                .map(|s| (ns_name(&s.metadata), s))
+                .collect(),
+            config_maps: res
+                .config_maps
+                .iter()
+                .map(|c| (ns_name(&c.metadata), c))
+                .collect(),
             grants,
+            tls_policies: Vec::new(),
         }
     }
 
     /// A namespace's labels, with the `kubernetes.io/metadata.name` label Kubernetes always adds
     /// (also for namespaces that only exist implicitly in a directory of files).
     pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
-        let mut labels = self.namespace_labels.get(namespace).cloned().unwrap_or_default();
+        let mut labels = self
+            .namespace_labels
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default();
         labels.insert("kubernetes.io/metadata.name".into(), namespace.into());
         labels
     }
@@ -112,17 +148,34 @@ impl<'a> Ctx<'a> {
         if from_ns == to_ns {
             return true;
         }
-        self.grants.iter().filter(|g| g.namespace == to_ns).any(|g| {
-            g.spec.from.iter().any(|f| f.group == from_group && f.kind == from_kind && f.namespace == from_ns)
-                && g.spec.to.iter().any(|t| {
-                    t.group == to_group && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == to_name)
-                })
-        })
+        self.grants
+            .iter()
+            .filter(|g| g.namespace == to_ns)
+            .any(|g| {
+                g.spec
+                    .from
+                    .iter()
+                    .any(|f| f.group == from_group && f.kind == from_kind && f.namespace == from_ns)
+                    && g.spec.to.iter().any(|t| {
+                        t.group == to_group
+                            && t.kind == to_kind
+                            && t.name.as_deref().is_none_or(|n| n == to_name)
+                    })
+            })
     }
 
     /// Records a problem about an object, with its source location.
-    pub fn report(&mut self, key: &ObjectKey, severity: Severity, kind: ProblemKind, field: &str, message: String) {
-        let mut p = Problem::new(severity, kind, message).object(key.clone()).field(field);
+    pub fn report(
+        &mut self,
+        key: &ObjectKey,
+        severity: Severity,
+        kind: ProblemKind,
+        field: &str,
+        message: String,
+    ) {
+        let mut p = Problem::new(severity, kind, message)
+            .object(key.clone())
+            .field(field);
         if let Some(src) = self.res.source(key) {
             p = p.at(&src.file, Some(src.line));
         }

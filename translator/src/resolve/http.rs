@@ -13,11 +13,24 @@ use crate::resolve::context::Ctx;
 use crate::resolve::model::{GrpcRouteSpec, HttpRouteSpec, ValueMatchSpec, convert};
 use crate::resolve::rules::{CompiledRoute, CompiledRule, build_action, duration_ms};
 
-fn head(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, parent_refs: Vec<crate::resolve::model::ParentRef>, hostnames: Vec<String>) -> RouteHead {
+fn head(
+    kind: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    parent_refs: Vec<crate::resolve::model::ParentRef>,
+    hostnames: Vec<String>,
+) -> RouteHead {
     RouteHead {
-        key: ObjectKey::new(kind, meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or_default()),
+        key: ObjectKey::new(
+            kind,
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default(),
+        ),
         generation: meta.generation,
-        created: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+        created: meta
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
         parent_refs,
         hostnames,
     }
@@ -26,13 +39,21 @@ fn head(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Objec
 fn value_matches(specs: &[ValueMatchSpec], fold_case: bool) -> Vec<ValueMatch> {
     let mut out: Vec<ValueMatch> = Vec::new();
     for s in specs {
-        let name = if fold_case { s.name.to_ascii_lowercase() } else { s.name.clone() };
+        let name = if fold_case {
+            s.name.to_ascii_lowercase()
+        } else {
+            s.name.clone()
+        };
         // The spec: only the first entry of an equivalent name counts.
         if out.iter().any(|m| m.name == name) {
             continue;
         }
         let regex = s.type_.as_deref() == Some("RegularExpression");
-        out.push(ValueMatch { name, value: s.value.clone(), regex });
+        out.push(ValueMatch {
+            name,
+            value: s.value.clone(),
+            regex,
+        });
     }
     out
 }
@@ -44,9 +65,18 @@ fn rule_label(index: usize, name: &Option<String>) -> String {
     }
 }
 
-pub fn compile_http(ctx: &Ctx, route: &HttpRoute, clusters: &mut BTreeMap<String, Cluster>) -> CompiledRoute {
+pub fn compile_http(
+    ctx: &Ctx,
+    route: &HttpRoute,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> CompiledRoute {
     let spec: HttpRouteSpec = convert(&route.spec);
-    let mut out = CompiledRoute::new(head("HTTPRoute", &route.metadata, spec.parent_refs.clone(), spec.hostnames.clone()));
+    let mut out = CompiledRoute::new(head(
+        "HTTPRoute",
+        &route.metadata,
+        spec.parent_refs.clone(),
+        spec.hostnames.clone(),
+    ));
     for (i, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         let mut matches = Vec::new();
@@ -69,29 +99,59 @@ pub fn compile_http(ctx: &Ctx, route: &HttpRoute, clusters: &mut BTreeMap<String
         if matches.is_empty() {
             matches.push(RouteMatch::default());
         }
-        let mut action = build_action(ctx, &mut out, &field, &rule.filters, &rule.backend_refs, Traffic::Http, clusters);
+        let mut action = build_action(
+            ctx,
+            &mut out,
+            &field,
+            &rule.filters,
+            &rule.backend_refs,
+            Traffic::Http,
+            clusters,
+        );
         if let Some(t) = &rule.timeouts {
             let request = t.request.as_deref().and_then(duration_ms);
             let backend = t.backend_request.as_deref().and_then(duration_ms);
+            // With retries, backendRequest bounds each attempt and request the whole; without,
+            // the tighter of the two bounds the one attempt. 0 disables a timeout.
             action.timeout_ms = match (request, backend) {
+                (Some(r), _) if rule.retry.is_some() => Some(r),
                 (Some(r), Some(b)) if r != 0 && b != 0 => Some(r.min(b)),
-                (Some(r), Some(_)) if r != 0 => Some(r),
+                (Some(0), Some(b)) => Some(b),
                 (Some(r), _) => Some(r),
+                (None, _) if rule.retry.is_some() => None,
                 (None, b) => b,
             };
-            if request.is_none() && t.request.is_some() || backend.is_none() && t.backend_request.is_some() {
-                out.notes.push((format!("{field}.timeouts"), "timeout is not a valid duration; ignored".into(), false));
+            if request.is_none() && t.request.is_some()
+                || backend.is_none() && t.backend_request.is_some()
+            {
+                out.notes.push((
+                    format!("{field}.timeouts"),
+                    "timeout is not a valid duration; ignored".into(),
+                    false,
+                ));
             }
         }
         if let Some(r) = &rule.retry {
             action.retry = Some(crate::ir::Retry {
                 attempts: r.attempts.unwrap_or(1).max(0) as u32,
-                codes: r.codes.iter().filter_map(|c| u32::try_from(*c).ok()).collect(),
+                codes: r
+                    .codes
+                    .iter()
+                    .filter_map(|c| u32::try_from(*c).ok())
+                    .collect(),
                 backoff_ms: r.backoff.as_deref().and_then(duration_ms),
-                per_try_timeout_ms: rule.timeouts.as_ref().and_then(|t| t.backend_request.as_deref()).and_then(duration_ms),
+                per_try_timeout_ms: rule
+                    .timeouts
+                    .as_ref()
+                    .and_then(|t| t.backend_request.as_deref())
+                    .and_then(duration_ms),
             });
         }
-        out.rules.push(CompiledRule { label: rule_label(i, &rule.name), matches, action });
+        out.rules.push(CompiledRule {
+            label: rule_label(i, &rule.name),
+            matches,
+            action,
+        });
     }
     out
 }
@@ -99,12 +159,25 @@ pub fn compile_http(ctx: &Ctx, route: &HttpRoute, clusters: &mut BTreeMap<String
 /// Gateway API ignores a trailing slash on a path prefix.
 fn normalize_prefix(value: &str) -> String {
     let trimmed = value.trim_end_matches('/');
-    if trimmed.is_empty() { "/".into() } else { trimmed.to_string() }
+    if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.to_string()
+    }
 }
 
-pub fn compile_grpc(ctx: &Ctx, route: &GrpcRoute, clusters: &mut BTreeMap<String, Cluster>) -> CompiledRoute {
+pub fn compile_grpc(
+    ctx: &Ctx,
+    route: &GrpcRoute,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> CompiledRoute {
     let spec: GrpcRouteSpec = convert(&route.spec);
-    let mut out = CompiledRoute::new(head("GRPCRoute", &route.metadata, spec.parent_refs.clone(), spec.hostnames.clone()));
+    let mut out = CompiledRoute::new(head(
+        "GRPCRoute",
+        &route.metadata,
+        spec.parent_refs.clone(),
+        spec.hostnames.clone(),
+    ));
     for (i, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         let mut matches = Vec::new();
@@ -124,13 +197,31 @@ pub fn compile_grpc(ctx: &Ctx, route: &GrpcRoute, clusters: &mut BTreeMap<String
                 )),
                 _ => PathMatch::Prefix("/".into()),
             };
-            matches.push(RouteMatch { path, headers: value_matches(&m.headers, true), query: Vec::new(), method: None, grpc: false });
+            matches.push(RouteMatch {
+                path,
+                headers: value_matches(&m.headers, true),
+                query: Vec::new(),
+                method: None,
+                grpc: false,
+            });
         }
         if matches.is_empty() {
             matches.push(RouteMatch::default());
         }
-        let action = build_action(ctx, &mut out, &field, &rule.filters, &rule.backend_refs, Traffic::Grpc, clusters);
-        out.rules.push(CompiledRule { label: rule_label(i, &rule.name), matches, action });
+        let action = build_action(
+            ctx,
+            &mut out,
+            &field,
+            &rule.filters,
+            &rule.backend_refs,
+            Traffic::Grpc,
+            clusters,
+        );
+        out.rules.push(CompiledRule {
+            label: rule_label(i, &rule.name),
+            matches,
+            action,
+        });
     }
     out
 }

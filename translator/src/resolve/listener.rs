@@ -44,27 +44,61 @@ impl ListenerModel {
 
     /// Goes into Envoy config.
     pub fn programmable(&self) -> bool {
-        self.attachable() && self.unresolved.is_none()
+        // Invalid route kinds leave the valid kinds working; broken certificates do not.
+        self.attachable()
+            && self
+                .unresolved
+                .as_ref()
+                .is_none_or(|(reason, _)| reason == "InvalidRouteKinds")
     }
 
     pub fn conditions(&self) -> Vec<Condition> {
         let mut out = Vec::new();
         match &self.not_accepted {
             Some((reason, msg)) => out.push(Condition::new("Accepted", false, reason, msg.clone())),
-            None => out.push(Condition::new("Accepted", true, "Accepted", "Listener is accepted")),
+            None => out.push(Condition::new(
+                "Accepted",
+                true,
+                "Accepted",
+                "Listener is accepted",
+            )),
         }
         match &self.conflicted {
-            Some((reason, msg)) => out.push(Condition::new("Conflicted", true, reason, msg.clone())),
-            None => out.push(Condition::new("Conflicted", false, "NoConflicts", "No conflicts")),
+            Some((reason, msg)) => {
+                out.push(Condition::new("Conflicted", true, reason, msg.clone()))
+            }
+            None => out.push(Condition::new(
+                "Conflicted",
+                false,
+                "NoConflicts",
+                "No conflicts",
+            )),
         }
         match &self.unresolved {
-            Some((reason, msg)) => out.push(Condition::new("ResolvedRefs", false, reason, msg.clone())),
-            None => out.push(Condition::new("ResolvedRefs", true, "ResolvedRefs", "All references resolved")),
+            Some((reason, msg)) => {
+                out.push(Condition::new("ResolvedRefs", false, reason, msg.clone()))
+            }
+            None => out.push(Condition::new(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "All references resolved",
+            )),
         }
         if self.programmable() {
-            out.push(Condition::new("Programmed", true, "Programmed", "Listener is programmed"));
+            out.push(Condition::new(
+                "Programmed",
+                true,
+                "Programmed",
+                "Listener is programmed",
+            ));
         } else {
-            out.push(Condition::new("Programmed", false, "Invalid", "Listener is not valid"));
+            out.push(Condition::new(
+                "Programmed",
+                false,
+                "Invalid",
+                "Listener is not valid",
+            ));
         }
         out
     }
@@ -122,11 +156,17 @@ pub fn build(
         attached_routes: 0,
     };
     let Some(protocol) = l.protocol else {
-        l.not_accepted = Some(("UnsupportedProtocol".into(), format!("protocol {:?} is not supported", l.spec.protocol)));
+        l.not_accepted = Some((
+            "UnsupportedProtocol".into(),
+            format!("protocol {:?} is not supported", l.spec.protocol),
+        ));
         return l;
     };
     if l.port == 0 {
-        l.not_accepted = Some(("PortUnavailable".into(), format!("port {} is out of range", l.spec.port)));
+        l.not_accepted = Some((
+            "PortUnavailable".into(),
+            format!("port {} is out of range", l.spec.port),
+        ));
     }
     let allowed = kinds_for(protocol);
     match l.spec.allowed_routes.as_ref().and_then(|a| a.kinds.clone()) {
@@ -134,14 +174,22 @@ pub fn build(
             for k in kinds {
                 let group_ok = k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP;
                 if group_ok && allowed.contains(&k.kind.as_str()) {
-                    let k = RouteGroupKind { group: Some(GATEWAY_GROUP.into()), kind: k.kind };
+                    let k = RouteGroupKind {
+                        group: Some(GATEWAY_GROUP.into()),
+                        kind: k.kind,
+                    };
                     if !l.supported_kinds.contains(&k) {
                         l.supported_kinds.push(k);
                     }
                 } else {
                     l.unresolved = Some((
                         "InvalidRouteKinds".into(),
-                        format!("route kind {}/{} is not supported on a {} listener", k.group.unwrap_or_default(), k.kind, l.spec.protocol),
+                        format!(
+                            "route kind {}/{} is not supported on a {} listener",
+                            k.group.unwrap_or_default(),
+                            k.kind,
+                            l.spec.protocol
+                        ),
                     ));
                 }
             }
@@ -149,17 +197,28 @@ pub fn build(
         _ => {
             l.supported_kinds = allowed
                 .iter()
-                .map(|k| RouteGroupKind { group: Some(GATEWAY_GROUP.into()), kind: k.to_string() })
+                .map(|k| RouteGroupKind {
+                    group: Some(GATEWAY_GROUP.into()),
+                    kind: k.to_string(),
+                })
                 .collect()
         }
     }
-    let mode = l.spec.tls.as_ref().and_then(|t| t.mode.clone()).unwrap_or_else(|| "Terminate".into());
+    let mode = l
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.mode.clone())
+        .unwrap_or_else(|| "Terminate".into());
     match protocol {
         PortProtocol::Https | PortProtocol::Tls => {
             if mode == "Passthrough" {
                 if protocol == PortProtocol::Https {
-                    l.not_accepted =
-                        Some(("UnsupportedValue".into(), "HTTPS listeners terminate TLS (mode Passthrough is for TLS listeners)".into()));
+                    l.not_accepted = Some((
+                        "UnsupportedValue".into(),
+                        "HTTPS listeners terminate TLS (mode Passthrough is for TLS listeners)"
+                            .into(),
+                    ));
                 }
                 l.passthrough = true;
             } else {
@@ -171,42 +230,92 @@ pub fn build(
     l
 }
 
-fn resolve_certificates(ctx: &mut Ctx, l: &mut ListenerModel, secrets: &mut BTreeMap<String, TlsSecret>) {
-    let refs = l.spec.tls.as_ref().map(|t| t.certificate_refs.clone()).unwrap_or_default();
+fn resolve_certificates(
+    ctx: &mut Ctx,
+    l: &mut ListenerModel,
+    secrets: &mut BTreeMap<String, TlsSecret>,
+) {
+    let refs = l
+        .spec
+        .tls
+        .as_ref()
+        .map(|t| t.certificate_refs.clone())
+        .unwrap_or_default();
     if refs.is_empty() {
-        l.unresolved = Some(("InvalidCertificateRef".into(), "a TLS listener that terminates TLS needs tls.certificateRefs".into()));
+        l.unresolved = Some((
+            "InvalidCertificateRef".into(),
+            "a TLS listener that terminates TLS needs tls.certificateRefs".into(),
+        ));
         return;
     }
     for r in refs {
-        let group = r.group.clone().unwrap_or_default();
-        let kind = r.kind.clone().unwrap_or_else(|| "Secret".into());
-        let ns = r.namespace.clone().unwrap_or_else(|| l.owner.namespace.clone());
-        if !group.is_empty() || kind != "Secret" {
-            l.unresolved = Some(("InvalidCertificateRef".into(), format!("certificateRef {group}/{kind} is not a core Secret")));
-            continue;
-        }
-        if !ctx.ref_allowed((GATEWAY_GROUP, l.owner.kind, &l.owner.namespace), ("", "Secret", &ns, &r.name)) {
-            l.unresolved = Some((
-                "RefNotPermitted".into(),
-                format!("no ReferenceGrant in namespace {ns} allows this {} to use Secret {}", l.owner.kind, r.name),
-            ));
-            continue;
-        }
-        match ctx.secrets.get(&(ns.clone(), r.name.clone())).map(|s| tls_pair(s)) {
-            None => l.unresolved = Some(("InvalidCertificateRef".into(), format!("Secret {ns}/{} does not exist", r.name))),
-            Some(None) => {
-                l.unresolved = Some((
-                    "InvalidCertificateRef".into(),
-                    format!("Secret {ns}/{} has no PEM certificate and key in tls.crt / tls.key", r.name),
-                ))
-            }
-            Some(Some((cert_pem, key_pem))) => {
-                let name = format!("{ns}/{}", r.name);
-                secrets.insert(name.clone(), TlsSecret { name: name.clone(), cert_pem, key_pem });
+        match resolve_secret(ctx, (l.owner.kind, &l.owner.namespace), &r) {
+            Ok((name, secret)) => {
+                secrets.insert(name.clone(), secret);
                 if !l.certificates.contains(&name) {
                     l.certificates.push(name);
                 }
             }
+            Err(e) => l.unresolved = Some(e),
+        }
+    }
+}
+
+/// Resolves a reference to a TLS Secret (certificate and key) made by an object of kind
+/// `from.0` in namespace `from.1`: the IR secret name and its PEM, or (reason, message).
+pub fn resolve_secret(
+    ctx: &Ctx,
+    from: (&str, &str),
+    r: &crate::resolve::model::ObjectRef,
+) -> Result<(String, TlsSecret), (String, String)> {
+    let (from_kind, from_ns) = from;
+    let group = r.group.clone().unwrap_or_default();
+    let kind = r.kind.clone().unwrap_or_else(|| "Secret".into());
+    let ns = r.namespace.clone().unwrap_or_else(|| from_ns.to_string());
+    if !group.is_empty() || kind != "Secret" {
+        return Err((
+            "InvalidCertificateRef".into(),
+            format!("reference {group}/{kind} is not a core Secret"),
+        ));
+    }
+    if !ctx.ref_allowed(
+        (GATEWAY_GROUP, from_kind, from_ns),
+        ("", "Secret", &ns, &r.name),
+    ) {
+        return Err((
+            "RefNotPermitted".into(),
+            format!(
+                "no ReferenceGrant in namespace {ns} allows this {from_kind} to use Secret {}",
+                r.name
+            ),
+        ));
+    }
+    match ctx
+        .secrets
+        .get(&(ns.clone(), r.name.clone()))
+        .map(|s| tls_pair(s))
+    {
+        None => Err((
+            "InvalidCertificateRef".into(),
+            format!("Secret {ns}/{} does not exist", r.name),
+        )),
+        Some(None) => Err((
+            "InvalidCertificateRef".into(),
+            format!(
+                "Secret {ns}/{} has no PEM certificate and key in tls.crt / tls.key",
+                r.name
+            ),
+        )),
+        Some(Some((cert_pem, key_pem))) => {
+            let name = format!("{ns}/{}", r.name);
+            Ok((
+                name.clone(),
+                TlsSecret {
+                    name,
+                    cert_pem,
+                    key_pem,
+                },
+            ))
         }
     }
 }
@@ -222,7 +331,9 @@ pub fn tls_pair(secret: &k8s_openapi::api::core::v1::Secret) -> Option<(String, 
     };
     let cert = get("tls.crt")?;
     let key = get("tls.key")?;
-    let is_pem = |s: &str, label: &str| s.contains("-----BEGIN") && s.contains(label) && s.contains("-----END");
+    let is_pem = |s: &str, label: &str| {
+        s.contains("-----BEGIN") && s.contains(label) && s.contains("-----END")
+    };
     (is_pem(&cert, "CERTIFICATE") && is_pem(&key, "PRIVATE KEY")).then_some((cert, key))
 }
 
@@ -233,10 +344,15 @@ pub fn mark_conflicts(listeners: &mut [ListenerModel]) {
         if listeners[i].not_accepted.is_some() {
             continue;
         }
-        let Some(p) = listeners[i].protocol else { continue };
+        let Some(p) = listeners[i].protocol else {
+            continue;
+        };
         for j in 0..i {
             let other = &listeners[j];
-            if other.not_accepted.is_some() || other.conflicted.is_some() || other.port != listeners[i].port {
+            if other.not_accepted.is_some()
+                || other.conflicted.is_some()
+                || other.port != listeners[i].port
+            {
                 continue;
             }
             let Some(q) = other.protocol else { continue };
@@ -249,7 +365,10 @@ pub fn mark_conflicts(listeners: &mut [ListenerModel]) {
             if !compatible {
                 listeners[i].conflicted = Some((
                     "ProtocolConflict".into(),
-                    format!("port {} is already used by listener {} with protocol {}", other.port, other.spec.name, other.spec.protocol),
+                    format!(
+                        "port {} is already used by listener {} with protocol {}",
+                        other.port, other.spec.name, other.spec.protocol
+                    ),
                 ));
                 break;
             }
@@ -257,7 +376,10 @@ pub fn mark_conflicts(listeners: &mut [ListenerModel]) {
             if !hostnames_matter || other.spec.hostname == listeners[i].spec.hostname {
                 listeners[i].conflicted = Some((
                     "HostnameConflict".into(),
-                    format!("listener {} already serves this port and hostname", other.spec.name),
+                    format!(
+                        "listener {} already serves this port and hostname",
+                        other.spec.name
+                    ),
                 ));
                 break;
             }

@@ -1,6 +1,7 @@
 //! Stage one: Gateway API resources -> IR + status.
 
 pub mod attach;
+pub mod backend_tls;
 pub mod backends;
 pub mod build;
 pub mod context;
@@ -11,7 +12,7 @@ pub mod model;
 pub mod rules;
 pub mod streams;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -32,12 +33,21 @@ pub struct StageOne {
 
 pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> StageOne {
     let mut ctx = Ctx::new(resources);
+    ctx.tls_policies = backend_tls::build(&ctx);
     let (classes, mut statuses) = gateway::classes(&ctx);
     let rejected: BTreeMap<String, String> = feedback
         .rejected
         .iter()
         .filter(|(_, r)| !r.is_empty())
-        .map(|(fleet, r)| (fleet.clone(), r.iter().map(|x| x.message.clone()).collect::<Vec<_>>().join("; ")))
+        .map(|(fleet, r)| {
+            (
+                fleet.clone(),
+                r.iter()
+                    .map(|x| x.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })
         .collect();
     let (mut gateways, sets) = gateway::build(&mut ctx, &classes, options, &rejected);
 
@@ -51,63 +61,136 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
     }
     compiled.sort_by(|a, b| a.head.key.cmp(&b.head.key));
     let mut placements = build::Placements::new();
+    let mut policy_uses: BTreeSet<(usize, usize)> = BTreeSet::new();
     for (ri, route) in compiled.iter().enumerate() {
         let outcomes = attach::attach(&ctx, &mut gateways, &sets, &route.head, true);
         if outcomes.is_empty() {
             continue;
         }
+        for o in outcomes.iter().filter(|o| o.result.is_ok()) {
+            policy_uses.extend(route.policies.iter().map(|p| (*p, o.gateway)));
+        }
         if route.invalid.is_none() {
             for o in &outcomes {
                 for a in o.result.iter().flatten() {
-                    placements.entry((a.gateway, a.listener)).or_default().push((ri, a.hostnames.clone()));
+                    placements
+                        .entry((a.gateway, a.listener))
+                        .or_default()
+                        .push((ri, a.hostnames.clone()));
                 }
             }
         }
         report_route(&mut ctx, &route.head, &outcomes, &route.notes);
-        statuses.push(route_status(&route.head, &outcomes, &gateways, route.invalid.as_ref(), route.unresolved.as_ref()));
+        statuses.push(route_status(
+            &route.head,
+            &outcomes,
+            &gateways,
+            route.invalid.as_ref(),
+            route.unresolved.as_ref(),
+        ));
     }
     let stream = streams::run(&mut ctx, &mut gateways, &sets, &mut clusters);
+    policy_uses.extend(stream.policy_uses.iter().copied());
+    statuses.extend(policy_statuses(&ctx, &gateways, &policy_uses));
     for (head, outcomes, invalid, unresolved, notes) in &stream.statuses {
         report_route(&mut ctx, head, outcomes, notes);
-        statuses.push(route_status(head, outcomes, &gateways, invalid.as_ref(), unresolved.as_ref()));
+        statuses.push(route_status(
+            head,
+            outcomes,
+            &gateways,
+            invalid.as_ref(),
+            unresolved.as_ref(),
+        ));
     }
 
     let mut ir = Ir::default();
     for (gi, gw) in gateways.iter().enumerate() {
-        ir.fleets.insert(gw.fleet(), build::fleet(gi, gw, &compiled, &placements, &stream.placements, &clusters));
+        ir.fleets.insert(
+            gw.fleet(),
+            build::fleet(
+                gi,
+                gw,
+                &compiled,
+                &placements,
+                &stream.placements,
+                &clusters,
+            ),
+        );
         statuses.push(gateway::gateway_status(gw));
         for (i, l) in gw.listeners.iter().enumerate() {
-            let field = match l.owner.kind {
-                "Gateway" => format!("spec.listeners[{}]", gw.listeners[..i].iter().filter(|x| x.owner.kind == "Gateway").count()),
-                _ => continue,
+            // Index among the listeners of the same owner (the Gateway or one ListenerSet).
+            let index = gw.listeners[..i]
+                .iter()
+                .filter(|x| x.owner == l.owner)
+                .count();
+            let owner = match l.owner.kind {
+                "Gateway" => gw.key.clone(),
+                kind => crate::input::ObjectKey::new(kind, &l.owner.namespace, &l.owner.name),
             };
             for (reason, msg) in [&l.not_accepted, &l.unresolved].into_iter().flatten() {
-                ctx.report(&gw.key, Severity::Error, ProblemKind::NotAccepted, &field, format!("listener {}: {reason}: {msg}", l.spec.name));
+                let message = format!("listener {}: {reason}: {msg}", l.spec.name);
+                ctx.report(
+                    &owner,
+                    Severity::Error,
+                    ProblemKind::NotAccepted,
+                    &format!("spec.listeners[{index}]"),
+                    message,
+                );
             }
         }
     }
     for set in &sets {
         statuses.push(gateway::listener_set_status(set, &gateways));
         if let Some((reason, msg)) = &set.not_accepted {
-            ctx.report(&set.key, Severity::Error, ProblemKind::NotAccepted, "spec.parentRef", format!("{reason}: {msg}"));
+            ctx.report(
+                &set.key,
+                Severity::Error,
+                ProblemKind::NotAccepted,
+                "spec.parentRef",
+                format!("{reason}: {msg}"),
+            );
         }
     }
-    statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+    statuses
+        .sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
     let mut problems = ctx.problems;
     problems.sort();
     problems.dedup();
-    StageOne { ir, statuses, problems }
+    StageOne {
+        ir,
+        statuses,
+        problems,
+    }
 }
 
-fn report_route(ctx: &mut Ctx, head: &RouteHead, outcomes: &[ParentOutcome], notes: &[(String, String, bool)]) {
+fn report_route(
+    ctx: &mut Ctx,
+    head: &RouteHead,
+    outcomes: &[ParentOutcome],
+    notes: &[(String, String, bool)],
+) {
     for (i, o) in outcomes.iter().enumerate() {
         if let Err((reason, msg)) = &o.result {
-            let idx = head.parent_refs.iter().position(|p| *p == o.parent_ref).unwrap_or(i);
-            ctx.report(&head.key, Severity::Error, ProblemKind::NotAccepted, &format!("spec.parentRefs[{idx}]"), format!("{reason}: {msg}"));
+            let idx = head
+                .parent_refs
+                .iter()
+                .position(|p| *p == o.parent_ref)
+                .unwrap_or(i);
+            ctx.report(
+                &head.key,
+                Severity::Error,
+                ProblemKind::NotAccepted,
+                &format!("spec.parentRefs[{idx}]"),
+                format!("{reason}: {msg}"),
+            );
         }
     }
     for (field, msg, unsupported) in notes {
-        let (sev, kind) = if *unsupported { (Severity::Warning, ProblemKind::Unsupported) } else { (Severity::Error, ProblemKind::Invalid) };
+        let (sev, kind) = if *unsupported {
+            (Severity::Warning, ProblemKind::Unsupported)
+        } else {
+            (Severity::Error, ProblemKind::Invalid)
+        };
         ctx.report(&head.key, sev, kind, field, msg.clone());
     }
 }
@@ -122,16 +205,27 @@ fn route_status(
     let parents: Vec<Value> = outcomes
         .iter()
         .map(|o| {
-            let parent_ns = o.parent_ref.namespace.clone().unwrap_or_else(|| head.key.namespace.clone());
+            let parent_ns = o
+                .parent_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| head.key.namespace.clone());
             let _ = &gateways[o.gateway];
             let accepted = match (invalid, &o.result) {
                 (Some((reason, msg)), _) => Condition::new("Accepted", false, reason, msg.clone()),
                 (None, Ok(_)) => Condition::new("Accepted", true, "Accepted", "Route is accepted"),
-                (None, Err((reason, msg))) => Condition::new("Accepted", false, reason, msg.clone()),
+                (None, Err((reason, msg))) => {
+                    Condition::new("Accepted", false, reason, msg.clone())
+                }
             };
             let resolved = match unresolved {
                 Some(e) => Condition::new("ResolvedRefs", false, e.reason, e.message.clone()),
-                None => Condition::new("ResolvedRefs", true, "ResolvedRefs", "All references resolved"),
+                None => Condition::new(
+                    "ResolvedRefs",
+                    true,
+                    "ResolvedRefs",
+                    "All references resolved",
+                ),
             };
             json!({
                 "parentRef": o.status_ref(&head.key.namespace, &parent_ns),
@@ -155,4 +249,44 @@ fn api_version(kind: &str) -> &'static str {
         "TCPRoute" | "UDPRoute" => "gateway.networking.k8s.io/v1alpha2",
         _ => "gateway.networking.k8s.io/v1",
     }
+}
+
+/// BackendTLSPolicy status: one ancestor per Portico Gateway whose routes use the policy.
+fn policy_statuses(
+    ctx: &Ctx,
+    gateways: &[gateway::GatewayModel],
+    uses: &BTreeSet<(usize, usize)>,
+) -> Vec<ObjectStatus> {
+    let mut out = Vec::new();
+    for (pi, policy) in ctx.tls_policies.iter().enumerate() {
+        let ancestors: Vec<Value> = uses
+            .iter()
+            .filter(|(p, _)| *p == pi)
+            .map(|(_, gi)| {
+                let gw = &gateways[*gi];
+                json!({
+                    "ancestorRef": {
+                        "group": context::GATEWAY_GROUP,
+                        "kind": "Gateway",
+                        "namespace": gw.key.namespace,
+                        "name": gw.key.name,
+                    },
+                    "controllerName": CONTROLLER_NAME,
+                    "conditions": conditions_json(&policy.conditions(), policy.generation),
+                })
+            })
+            .collect();
+        if ancestors.is_empty() {
+            continue;
+        }
+        out.push(ObjectStatus {
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: policy.key.kind.clone(),
+            namespace: Some(policy.key.namespace.clone()),
+            name: policy.key.name.clone(),
+            generation: policy.generation,
+            status: json!({"ancestors": ancestors}),
+        });
+    }
+    out
 }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 /// Converts between two serde types of the same JSON shape.
 pub fn convert<T: Serialize, U: DeserializeOwned + Default>(value: &T) -> U {
-    serde_json::to_value(value).ok().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default()
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -56,7 +59,9 @@ pub struct LabelSelectorRequirement {
 
 impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|e| {
                 let value = labels.get(&e.key);
                 match e.operator.as_str() {

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::ir::{Action, Cluster, Cors, Forward, HeaderMods, Mirror, PathRewrite, Redirect, Retry, Rewrite, RouteMatch, WeightedCluster};
+use crate::ir::{
+    Action, Cluster, Cors, Forward, HeaderMods, Mirror, PathRewrite, Redirect, Retry, Rewrite,
+    RouteMatch, WeightedCluster,
+};
 use crate::resolve::attach::RouteHead;
 use crate::resolve::backends::{self, RefError, Traffic};
 use crate::resolve::context::Ctx;
@@ -39,11 +42,20 @@ pub struct CompiledRoute {
     pub invalid: Option<(String, String)>,
     /// Problems to report, as (field, message, unsupported?).
     pub notes: Vec<(String, String, bool)>,
+    /// BackendTLSPolicies that apply to this route's backends.
+    pub policies: std::collections::BTreeSet<usize>,
 }
 
 impl CompiledRoute {
     pub fn new(head: RouteHead) -> Self {
-        CompiledRoute { head, rules: Vec::new(), unresolved: None, invalid: None, notes: Vec::new() }
+        CompiledRoute {
+            head,
+            rules: Vec::new(),
+            unresolved: None,
+            invalid: None,
+            notes: Vec::new(),
+            policies: Default::default(),
+        }
     }
 
     pub fn unresolved(&mut self, field: String, err: RefError) {
@@ -56,8 +68,16 @@ impl CompiledRoute {
 
 pub fn header_mods(m: &HeaderModifier) -> HeaderMods {
     HeaderMods {
-        set: m.set.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
-        add: m.add.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+        set: m
+            .set
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
+        add: m
+            .add
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
         remove: m.remove.clone(),
     }
 }
@@ -73,7 +93,10 @@ pub fn build_action(
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> RuleAction {
     let mut out = RuleAction {
-        action: Action::Direct { status: 500, body: None },
+        action: Action::Direct {
+            status: 500,
+            body: None,
+        },
         request_headers: HeaderMods::default(),
         response_headers: HeaderMods::default(),
         mirrors: Vec::new(),
@@ -84,12 +107,25 @@ pub fn build_action(
     let mut redirect = None;
     let mut rewrite: Option<Rewrite> = None;
     let mut broken_filter = false;
-    let from = (route.head.key.kind.clone(), route.head.key.namespace.clone());
+    let from = (
+        route.head.key.kind.clone(),
+        route.head.key.namespace.clone(),
+    );
     for (i, f) in filters.iter().enumerate() {
         let ffield = format!("{field}.filters[{i}]");
         match f.type_.as_str() {
-            "RequestHeaderModifier" => out.request_headers.merge(f.request_header_modifier.as_ref().map(header_mods).unwrap_or_default()),
-            "ResponseHeaderModifier" => out.response_headers.merge(f.response_header_modifier.as_ref().map(header_mods).unwrap_or_default()),
+            "RequestHeaderModifier" => out.request_headers.merge(
+                f.request_header_modifier
+                    .as_ref()
+                    .map(header_mods)
+                    .unwrap_or_default(),
+            ),
+            "ResponseHeaderModifier" => out.response_headers.merge(
+                f.response_header_modifier
+                    .as_ref()
+                    .map(header_mods)
+                    .unwrap_or_default(),
+            ),
             "RequestRedirect" if traffic == Traffic::Http => {
                 let r = f.request_redirect.clone().unwrap_or_default();
                 redirect = Some(Redirect {
@@ -97,23 +133,38 @@ pub fn build_action(
                     hostname: r.hostname,
                     port: r.port.and_then(|p| u32::try_from(p).ok()),
                     path: r.path.as_ref().and_then(path_rewrite),
-                    status: r.status_code.and_then(|c| u32::try_from(c).ok()).unwrap_or(302),
+                    status: r
+                        .status_code
+                        .and_then(|c| u32::try_from(c).ok())
+                        .unwrap_or(302),
                 });
             }
             "URLRewrite" if traffic == Traffic::Http => {
                 let r = f.url_rewrite.clone().unwrap_or_default();
-                rewrite = Some(Rewrite { hostname: r.hostname, path: r.path.as_ref().and_then(path_rewrite) });
+                rewrite = Some(Rewrite {
+                    hostname: r.hostname,
+                    path: r.path.as_ref().and_then(path_rewrite),
+                });
             }
             "RequestMirror" => {
                 let Some(m) = &f.request_mirror else { continue };
-                match backends::resolve(ctx, (&from.0, &from.1), &m.backend_ref, traffic, clusters) {
+                match backends::resolve(ctx, (&from.0, &from.1), &m.backend_ref, traffic, clusters)
+                {
                     Ok(res) => {
+                        route.policies.extend(res.policy);
                         let (numerator, denominator) = match (&m.fraction, m.percent) {
-                            (Some(fr), _) => (fr.numerator.max(0) as u32, fr.denominator.unwrap_or(100).max(1) as u32),
+                            (Some(fr), _) => (
+                                fr.numerator.max(0) as u32,
+                                fr.denominator.unwrap_or(100).max(1) as u32,
+                            ),
                             (None, Some(p)) => (p.clamp(0, 100) as u32, 100),
                             (None, None) => (100, 100),
                         };
-                        out.mirrors.push(Mirror { cluster: res.cluster, numerator, denominator });
+                        out.mirrors.push(Mirror {
+                            cluster: res.cluster,
+                            numerator,
+                            denominator,
+                        });
                     }
                     Err(e) => route.unresolved(format!("{ffield}.requestMirror.backendRef"), e),
                 }
@@ -130,12 +181,31 @@ pub fn build_action(
                 });
             }
             "ExtensionRef" => {
-                let name = f.extension_ref.as_ref().map(|e| format!("{}/{} {}", e.group.clone().unwrap_or_default(), e.kind.clone().unwrap_or_default(), e.name)).unwrap_or_default();
-                route.notes.push((ffield, format!("extensionRef {name} is not supported; matching requests get 500"), true));
+                let name = f
+                    .extension_ref
+                    .as_ref()
+                    .map(|e| {
+                        format!(
+                            "{}/{} {}",
+                            e.group.clone().unwrap_or_default(),
+                            e.kind.clone().unwrap_or_default(),
+                            e.name
+                        )
+                    })
+                    .unwrap_or_default();
+                route.notes.push((
+                    ffield,
+                    format!("extensionRef {name} is not supported; matching requests get 500"),
+                    true,
+                ));
                 broken_filter = true;
             }
             other => {
-                route.notes.push((ffield, format!("filter type {other} is not supported; matching requests get 500"), true));
+                route.notes.push((
+                    ffield,
+                    format!("filter type {other} is not supported; matching requests get 500"),
+                    true,
+                ));
                 broken_filter = true;
             }
         }
@@ -147,13 +217,17 @@ pub fn build_action(
         out.action = Action::Redirect(r);
         return out;
     }
-    let mut forward = Forward { rewrite, ..Default::default() };
+    let mut forward = Forward {
+        rewrite,
+        ..Default::default()
+    };
     for (i, r) in backend_refs.iter().enumerate() {
         let weight = r.weight.unwrap_or(1).max(0) as u32;
         let bfield = format!("{field}.backendRefs[{i}]");
         let resolved = backends::resolve(ctx, (&from.0, &from.1), r, traffic, clusters);
         let cluster = match resolved {
             Ok(res) => {
+                route.policies.extend(res.policy);
                 forward.websocket |= res.websocket;
                 Some(res.cluster)
             }
@@ -162,17 +236,39 @@ pub fn build_action(
                 None
             }
         };
-        let mut wc = WeightedCluster { cluster, weight, request_headers: HeaderMods::default(), response_headers: HeaderMods::default() };
+        let mut wc = WeightedCluster {
+            cluster,
+            weight,
+            request_headers: HeaderMods::default(),
+            response_headers: HeaderMods::default(),
+        };
         for (j, f) in r.filters.iter().enumerate() {
             match f.type_.as_str() {
-                "RequestHeaderModifier" => wc.request_headers.merge(f.request_header_modifier.as_ref().map(header_mods).unwrap_or_default()),
-                "ResponseHeaderModifier" => wc.response_headers.merge(f.response_header_modifier.as_ref().map(header_mods).unwrap_or_default()),
+                "RequestHeaderModifier" => wc.request_headers.merge(
+                    f.request_header_modifier
+                        .as_ref()
+                        .map(header_mods)
+                        .unwrap_or_default(),
+                ),
+                "ResponseHeaderModifier" => wc.response_headers.merge(
+                    f.response_header_modifier
+                        .as_ref()
+                        .map(header_mods)
+                        .unwrap_or_default(),
+                ),
                 "URLRewrite" if backend_refs.len() == 1 && traffic == Traffic::Http => {
                     // One backend: its rewrite is the rule's rewrite.
                     let u = f.url_rewrite.clone().unwrap_or_default();
-                    forward.rewrite = Some(Rewrite { hostname: u.hostname, path: u.path.as_ref().and_then(path_rewrite) });
+                    forward.rewrite = Some(Rewrite {
+                        hostname: u.hostname,
+                        path: u.path.as_ref().and_then(path_rewrite),
+                    });
                 }
-                other => route.notes.push((format!("{bfield}.filters[{j}]"), format!("backendRef filter {other} is not supported here; ignored"), true)),
+                other => route.notes.push((
+                    format!("{bfield}.filters[{j}]"),
+                    format!("backendRef filter {other} is not supported here; ignored"),
+                    true,
+                )),
             }
         }
         if weight > 0 {
@@ -189,7 +285,9 @@ pub fn build_action(
 
 fn path_rewrite(p: &crate::resolve::model::PathModifier) -> Option<PathRewrite> {
     match p.type_.as_str() {
-        "ReplaceFullPath" => Some(PathRewrite::Full(p.replace_full_path.clone().unwrap_or_else(|| "/".into()))),
+        "ReplaceFullPath" => Some(PathRewrite::Full(
+            p.replace_full_path.clone().unwrap_or_else(|| "/".into()),
+        )),
         "ReplacePrefixMatch" => Some(PathRewrite::Prefix {
             matched: String::new(),
             replacement: p.replace_prefix_match.clone().unwrap_or_else(|| "/".into()),

@@ -15,8 +15,16 @@ pub type Notes = Vec<(String, String, bool)>;
 
 pub struct StreamResult {
     pub placements: StreamPlacements,
+    /// (BackendTLSPolicy index, Gateway index) pairs: which Gateways use which policies.
+    pub policy_uses: Vec<(usize, usize)>,
     #[allow(clippy::type_complexity)]
-    pub statuses: Vec<(RouteHead, Vec<ParentOutcome>, Option<(String, String)>, Option<RefError>, Notes)>,
+    pub statuses: Vec<(
+        RouteHead,
+        Vec<ParentOutcome>,
+        Option<(String, String)>,
+        Option<RefError>,
+        Notes,
+    )>,
 }
 
 struct Input {
@@ -24,13 +32,25 @@ struct Input {
     spec: StreamRouteSpec,
 }
 
-fn input<T: serde::Serialize>(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, spec: &T) -> Input {
+fn input<T: serde::Serialize>(
+    kind: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: &T,
+) -> Input {
     let spec: StreamRouteSpec = convert(spec);
     Input {
         head: RouteHead {
-            key: ObjectKey::new(kind, meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or_default()),
+            key: ObjectKey::new(
+                kind,
+                meta.namespace.as_deref().unwrap_or("default"),
+                meta.name.as_deref().unwrap_or_default(),
+            ),
             generation: meta.generation,
-            created: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+            created: meta
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default(),
             parent_refs: spec.parent_refs.clone(),
             hostnames: spec.hostnames.clone(),
         },
@@ -46,31 +66,60 @@ pub fn run(
 ) -> StreamResult {
     let res = ctx.res;
     let mut inputs: Vec<Input> = Vec::new();
-    inputs.extend(res.tcp_routes.iter().map(|r| input("TCPRoute", &r.metadata, &r.spec)));
-    inputs.extend(res.udp_routes.iter().map(|r| input("UDPRoute", &r.metadata, &r.spec)));
-    inputs.extend(res.tls_routes.iter().map(|r| input("TLSRoute", &r.metadata, &r.spec)));
+    inputs.extend(
+        res.tcp_routes
+            .iter()
+            .map(|r| input("TCPRoute", &r.metadata, &r.spec)),
+    );
+    inputs.extend(
+        res.udp_routes
+            .iter()
+            .map(|r| input("UDPRoute", &r.metadata, &r.spec)),
+    );
+    inputs.extend(
+        res.tls_routes
+            .iter()
+            .map(|r| input("TLSRoute", &r.metadata, &r.spec)),
+    );
     // Oldest first: on a TCP/UDP listener the first route wins.
     inputs.sort_by(|a, b| {
-        (a.head.created.is_empty(), &a.head.created, &a.head.key).cmp(&(b.head.created.is_empty(), &b.head.created, &b.head.key))
+        (a.head.created.is_empty(), &a.head.created, &a.head.key).cmp(&(
+            b.head.created.is_empty(),
+            &b.head.created,
+            &b.head.key,
+        ))
     });
-    let mut out = StreamResult { placements: StreamPlacements::new(), statuses: Vec::new() };
+    let mut out = StreamResult {
+        placements: StreamPlacements::new(),
+        policy_uses: Vec::new(),
+        statuses: Vec::new(),
+    };
     for inp in inputs {
         let kind = inp.head.key.kind.clone();
         let ns = inp.head.key.namespace.clone();
         let mut notes = Notes::new();
         let mut unresolved = None;
         let mut backends_out = Vec::new();
+        let mut policies = Vec::new();
         for (i, rule) in inp.spec.rules.iter().enumerate() {
             for (j, r) in rule.backend_refs.iter().enumerate() {
                 let weight = r.weight.unwrap_or(1).max(0) as u32;
-                let cluster = match backends::resolve(ctx, (&kind, &ns), r, Traffic::Stream, clusters) {
-                    Ok(res) => Some(res.cluster),
-                    Err(e) => {
-                        notes.push((format!("spec.rules[{i}].backendRefs[{j}]"), e.message.clone(), false));
-                        unresolved.get_or_insert(e);
-                        None
-                    }
-                };
+                let cluster =
+                    match backends::resolve(ctx, (&kind, &ns), r, Traffic::Stream, clusters) {
+                        Ok(res) => {
+                            policies.extend(res.policy);
+                            Some(res.cluster)
+                        }
+                        Err(e) => {
+                            notes.push((
+                                format!("spec.rules[{i}].backendRefs[{j}]"),
+                                e.message.clone(),
+                                false,
+                            ));
+                            unresolved.get_or_insert(e);
+                            None
+                        }
+                    };
                 if weight > 0 {
                     backends_out.push(WeightedCluster {
                         cluster,
@@ -87,15 +136,23 @@ pub fn run(
             continue;
         }
         for o in &outcomes {
+            if o.result.is_ok() {
+                out.policy_uses
+                    .extend(policies.iter().map(|p| (*p, o.gateway)));
+            }
             for a in o.result.iter().flatten() {
-                out.placements.entry((a.gateway, a.listener)).or_default().push(StreamPlacement {
-                    origin: inp.head.key.clone(),
-                    hostnames: a.hostnames.clone(),
-                    backends: backends_out.clone(),
-                });
+                out.placements
+                    .entry((a.gateway, a.listener))
+                    .or_default()
+                    .push(StreamPlacement {
+                        origin: inp.head.key.clone(),
+                        hostnames: a.hostnames.clone(),
+                        backends: backends_out.clone(),
+                    });
             }
         }
-        out.statuses.push((inp.head, outcomes, None, unresolved, notes));
+        out.statuses
+            .push((inp.head, outcomes, None, unresolved, notes));
     }
     out
 }

@@ -1,0 +1,128 @@
+//! Translation benchmarks (issue #7): Gateway API resources -> encoded xDS resources.
+//!
+//! `full/N`: N HTTPRoutes (one rule, one backend each, every route its own Backend) translated
+//! from scratch and every resource of every fleet packed into an `Any` (the encode the xDS
+//! server then shares across streams).
+//! `full_shared_backends/N`: the same routes spread over 10 Backends (fewer clusters).
+//! `one_route_change/N`: the cost of producing the new encoded config after one route changed.
+//! The translator has no incremental entry point yet, so this goes through `translate` like
+//! `portico serve` does; when one exists this bench should switch to it.
+//!
+//! Run: `cargo bench -p portico-translator --bench translate` (add `-- full/10000` to filter).
+
+use std::fmt::Write;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use portico_translator::{Feedback, Options, Resources, render, translate};
+
+const SIZES: [usize; 3] = [100, 1_000, 10_000];
+
+/// One fleet `bench/gw` on :10080, `backends` Backends, `routes` HTTPRoutes with one
+/// PathPrefix rule each. `changed` gives route 0 a different path.
+fn config_yaml(routes: usize, backends: usize, changed: bool) -> String {
+    let mut y = String::with_capacity(routes * 400);
+    y.push_str(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: portico\n\
+         spec:\n  controllerName: portico.dev/gateway-controller\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: bench\n\
+         spec:\n  gatewayClassName: portico\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: 10080\n",
+    );
+    for b in 0..backends {
+        let _ = write!(
+            y,
+            "---\napiVersion: portico.dev/v1alpha1\nkind: Backend\nmetadata:\n  name: be-{b}\n  namespace: bench\n\
+             spec:\n  endpoints:\n  - ip: 127.0.{}.{}\n    port: 8080\n",
+            (b / 250) % 250,
+            b % 250 + 1
+        );
+    }
+    for r in 0..routes {
+        let path = if changed && r == 0 {
+            "/r-0-changed".to_string()
+        } else {
+            format!("/r-{r}")
+        };
+        let _ = write!(
+            y,
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: r-{r}\n  namespace: bench\n\
+             spec:\n  parentRefs:\n  - name: gw\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: {path}\n\
+             \x20   backendRefs:\n    - group: portico.dev\n      kind: Backend\n      name: be-{}\n      port: 8080\n",
+            r % backends
+        );
+    }
+    y
+}
+
+fn resources(routes: usize, backends: usize, changed: bool) -> Resources {
+    let (resources, problems) =
+        Resources::from_yaml("bench.yaml", &config_yaml(routes, backends, changed));
+    assert!(
+        problems.is_empty(),
+        "generated config does not parse: {problems:?}"
+    );
+    resources
+}
+
+/// Translate and encode: what `portico serve` does per reload before the snapshot insert.
+/// Returns the number of encoded bytes so the work cannot be optimised away.
+fn translate_and_encode(resources: &Resources) -> usize {
+    let translation = translate(resources, &Options::default(), &Feedback::default());
+    translation
+        .fleets
+        .values()
+        .flat_map(render::fleet_to_any)
+        .map(|(_, _, any)| any.value.len())
+        .sum()
+}
+
+/// Ten samples: a 10k-route iteration takes long enough that more only slows the run down.
+fn configure(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group("translation");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group
+}
+
+fn full(c: &mut Criterion) {
+    for n in SIZES {
+        let input = resources(n, n, false);
+        let bytes = translate_and_encode(&input);
+        eprintln!("full/{n}: {bytes} encoded bytes");
+        let mut group = configure(c);
+        group.bench_with_input(BenchmarkId::new("full", n), &input, |b, input| {
+            b.iter(|| black_box(translate_and_encode(input)))
+        });
+        group.finish();
+    }
+    let n = 10_000;
+    let input = resources(n, 10, false);
+    let mut group = configure(c);
+    group.bench_with_input(
+        BenchmarkId::new("full_shared_backends", n),
+        &input,
+        |b, input| b.iter(|| black_box(translate_and_encode(input))),
+    );
+    group.finish();
+}
+
+fn one_route_change(c: &mut Criterion) {
+    for n in SIZES {
+        let versions = [resources(n, n, false), resources(n, n, true)];
+        let mut flip = 0;
+        let mut group = configure(c);
+        group.bench_function(BenchmarkId::new("one_route_change", n), |b| {
+            b.iter(|| {
+                flip ^= 1;
+                black_box(translate_and_encode(&versions[flip]))
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, full, one_route_change);
+criterion_main!(benches);

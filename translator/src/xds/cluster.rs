@@ -1,0 +1,136 @@
+//! CDS: one cluster per backend (Service port, Backend).
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+use envoy_types::pb::envoy::config::core::v3::{
+    Http1ProtocolOptions, Http2ProtocolOptions, TransportSocket, transport_socket,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
+    UpstreamTlsContext, certificate_validation_context, common_tls_context,
+    subject_alt_name_matcher,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+
+use crate::ir::{Cluster as IrCluster, Discovery, UpstreamProtocol, UpstreamTls};
+use crate::xds::{ads, any, duration_ms, endpoint};
+
+const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+pub fn cluster(c: &IrCluster) -> Cluster {
+    let mut out = Cluster {
+        name: c.name.clone(),
+        connect_timeout: Some(duration_ms(10_000)),
+        ..Default::default()
+    };
+    match &c.discovery {
+        Discovery::Eds(_) => {
+            out.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32,
+            ));
+            out.eds_cluster_config = Some(cluster::EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: String::new(),
+            });
+        }
+        Discovery::Dns(endpoints) => {
+            out.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::StrictDns as i32,
+            ));
+            out.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
+            out.load_assignment = Some(endpoint::load_assignment(&c.name, endpoints));
+        }
+    }
+    let explicit = match c.protocol {
+        UpstreamProtocol::H2c => Some(
+            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                Http2ProtocolOptions::default(),
+            ),
+        ),
+        UpstreamProtocol::Http1 | UpstreamProtocol::Ws => Some(
+            http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                Http1ProtocolOptions::default(),
+            ),
+        ),
+        UpstreamProtocol::Stream => None,
+    };
+    if let Some(config) = explicit {
+        let options = HttpProtocolOptions {
+            upstream_protocol_options: Some(
+                http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    http_protocol_options::ExplicitHttpConfig {
+                        protocol_config: Some(config),
+                    },
+                ),
+            ),
+            ..Default::default()
+        };
+        out.typed_extension_protocol_options =
+            HashMap::from([(HTTP_OPTIONS.to_string(), any(&options))]);
+    }
+    if let Some(tls) = &c.tls {
+        out.transport_socket = Some(TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+                &upstream_tls(tls),
+            ))),
+        });
+    }
+    out
+}
+
+/// TLS to the backend: SNI and SAN from the BackendTLSPolicy hostname, the policy's CA bundle
+/// (or the system store), and the Gateway's client certificate when it has one.
+fn upstream_tls(tls: &UpstreamTls) -> UpstreamTlsContext {
+    let validation = CertificateValidationContext {
+        trusted_ca: tls.ca_pem.as_ref().map(|pem| DataSource {
+            specifier: Some(data_source::Specifier::InlineString(pem.clone())),
+            ..Default::default()
+        }),
+        system_root_certs: (tls.ca_pem.is_none() && tls.use_system_ca)
+            .then_some(certificate_validation_context::SystemRootCerts {}),
+        match_typed_subject_alt_names: tls
+            .subject_alt_names
+            .iter()
+            .map(|san| {
+                let (kind, value) = match san.split_once(':') {
+                    Some(("uri", v)) => (subject_alt_name_matcher::SanType::Uri, v),
+                    Some((_, v)) => (subject_alt_name_matcher::SanType::Dns, v),
+                    None => (subject_alt_name_matcher::SanType::Dns, san.as_str()),
+                };
+                SubjectAltNameMatcher {
+                    san_type: kind as i32,
+                    matcher: Some(StringMatcher {
+                        match_pattern: Some(string_matcher::MatchPattern::Exact(value.to_string())),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ..Default::default()
+    };
+    UpstreamTlsContext {
+        sni: tls.sni.clone(),
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(
+                common_tls_context::ValidationContextType::ValidationContext(validation),
+            ),
+            tls_certificate_sds_secret_configs: tls
+                .client_certificate
+                .iter()
+                .map(|name| SdsSecretConfig {
+                    name: name.clone(),
+                    sds_config: Some(ads()),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

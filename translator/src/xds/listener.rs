@@ -1,0 +1,209 @@
+//! LDS: one listener per port, HTTP connection manager with RDS over ADS, SNI filter chains for
+//! HTTPS/TLS, TCP proxy for TCP and TLS routes.
+
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
+use envoy_types::pb::envoy::config::listener::v3::{
+    AdditionalAddress, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter,
+    listener_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    certificate_validation_context, common_tls_context,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+
+use crate::ir::{Port, PortProtocol, StreamRoute, TlsChain};
+use crate::xds::{INVALID_CLUSTER, ads, any, socket};
+
+pub fn listener(port: &Port, addresses: &[String]) -> Listener {
+    let primary = addresses.first().map(String::as_str).unwrap_or("0.0.0.0");
+    let udp = port.protocol == PortProtocol::Udp;
+    let mut l = Listener {
+        name: port.name.clone(),
+        address: Some(socket(primary, port.port, udp)),
+        additional_addresses: addresses
+            .iter()
+            .skip(1)
+            .map(|a| AdditionalAddress {
+                address: Some(socket(a, port.port, udp)),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    match port.protocol {
+        PortProtocol::Http => l.filter_chains.push(FilterChain {
+            filters: vec![hcm(&port.name)],
+            ..Default::default()
+        }),
+        PortProtocol::Https | PortProtocol::Tls => {
+            l.listener_filters.push(ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".into(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                    &TlsInspector::default(),
+                ))),
+                ..Default::default()
+            });
+            for chain in &port.tls_chains {
+                l.filter_chains.push(tls_chain(&port.name, chain));
+            }
+        }
+        PortProtocol::Tcp => {
+            let route = port.stream.clone().unwrap_or(StreamRoute {
+                backends: Vec::new(),
+            });
+            l.filter_chains.push(FilterChain {
+                filters: vec![tcp_proxy(&port.name, &route)],
+                ..Default::default()
+            });
+        }
+        PortProtocol::Udp => {
+            // UDP proxying is not translated yet: the listener exists so the port is visible.
+        }
+    }
+    l
+}
+
+fn tls_chain(stat_prefix: &str, chain: &TlsChain) -> FilterChain {
+    let filter = if chain.http {
+        hcm(stat_prefix)
+    } else {
+        tcp_proxy(
+            stat_prefix,
+            chain.stream.as_ref().unwrap_or(&StreamRoute {
+                backends: Vec::new(),
+            }),
+        )
+    };
+    let transport_socket = (!chain.certificates.is_empty()).then(|| {
+        let ctx = DownstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_sds_secret_configs: chain
+                    .certificates
+                    .iter()
+                    .map(|name| SdsSecretConfig {
+                        name: name.clone(),
+                        sds_config: Some(ads()),
+                    })
+                    .collect(),
+                validation_context_type: chain.client_validation.as_ref().map(|v| {
+                    common_tls_context::ValidationContextType::ValidationContext(CertificateValidationContext {
+                        trusted_ca: Some(DataSource {
+                            specifier: Some(data_source::Specifier::InlineString(v.ca_pem.clone())),
+                            ..Default::default()
+                        }),
+                        // AllowInsecureFallback: still ask for a certificate, accept any or none.
+                        trust_chain_verification: if v.allow_insecure {
+                            certificate_validation_context::TrustChainVerification::AcceptUntrusted as i32
+                        } else {
+                            0
+                        },
+                        ..Default::default()
+                    })
+                }),
+                alpn_protocols: if chain.http {
+                    vec!["h2".into(), "http/1.1".into()]
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            }),
+            require_client_certificate: chain
+                .client_validation
+                .as_ref()
+                .map(|v| BoolValue { value: !v.allow_insecure }),
+            ..Default::default()
+        };
+        TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
+        }
+    });
+    FilterChain {
+        name: chain.listener.clone(),
+        filter_chain_match: chain.hostname.as_ref().map(|h| FilterChainMatch {
+            server_names: vec![h.clone()],
+            ..Default::default()
+        }),
+        filters: vec![filter],
+        transport_socket,
+        ..Default::default()
+    }
+}
+
+fn hcm(route_config: &str) -> Filter {
+    let hcm = HttpConnectionManager {
+        stat_prefix: route_config.to_string(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_config.to_string(),
+        })),
+        http_filters: vec![
+            HttpFilter {
+                name: "envoy.filters.http.cors".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(&Cors::default()))),
+                ..Default::default()
+            },
+            HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(
+                    any(&Router::default()),
+                )),
+                ..Default::default()
+            },
+        ],
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".into(),
+            ..Default::default()
+        }],
+        // Gateway API matches hostnames without the port, and redirects that keep the host
+        // must not carry the client's port over.
+        strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(
+            true,
+        )),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+    }
+}
+
+fn tcp_proxy(stat_prefix: &str, route: &StreamRoute) -> Filter {
+    let valid: Vec<_> = route.backends.iter().filter(|b| b.weight > 0).collect();
+    let specifier = match valid.as_slice() {
+        [] => tcp_proxy::ClusterSpecifier::Cluster(INVALID_CLUSTER.into()),
+        [one] => tcp_proxy::ClusterSpecifier::Cluster(
+            one.cluster
+                .clone()
+                .unwrap_or_else(|| INVALID_CLUSTER.into()),
+        ),
+        many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|b| tcp_proxy::weighted_cluster::ClusterWeight {
+                    name: b.cluster.clone().unwrap_or_else(|| INVALID_CLUSTER.into()),
+                    weight: b.weight,
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    };
+    let proxy = TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        cluster_specifier: Some(specifier),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(&proxy))),
+    }
+}
