@@ -21,7 +21,7 @@ const CONTROLLER: &str = "portico.dev/gateway-controller";
 const CONVERGE: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Short, so that a killed leader is replaced quickly.
-const LEASE_SECONDS: &str = "2";
+const LEASE_SECONDS: u64 = 2;
 
 /// The fake cluster with a Gateway, two Services backed by echo servers and one route.
 struct Cluster {
@@ -59,17 +59,29 @@ impl Cluster {
     }
 
     async fn portico(&self, identity: &str) -> anyhow::Result<Portico> {
-        let args = [
+        self.portico_with(identity, LEASE_SECONDS, &[]).await
+    }
+
+    async fn portico_with(
+        &self,
+        identity: &str,
+        lease_seconds: u64,
+        extra: &[&str],
+    ) -> anyhow::Result<Portico> {
+        let lease_seconds = lease_seconds.to_string();
+        let kubeconfig = self.kubeconfig.display().to_string();
+        let mut args = vec![
             "--kubernetes",
             "--kubeconfig",
-            &self.kubeconfig.display().to_string(),
+            &kubeconfig,
             "--leader-identity",
             identity,
             "--lease-namespace",
             "portico-system",
             "--lease-duration-seconds",
-            LEASE_SECONDS,
+            &lease_seconds,
         ];
+        args.extend(extra);
         let options = PorticoOptions {
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
@@ -101,9 +113,11 @@ struct World {
 }
 
 impl World {
-    async fn start() -> anyhow::Result<Self> {
+    async fn start(extra: &[&str]) -> anyhow::Result<Self> {
         let cluster = Cluster::start().await?;
-        let portico = cluster.portico("replica-a").await?;
+        let portico = cluster
+            .portico_with("replica-a", LEASE_SECONDS, extra)
+            .await?;
         let envoy = Envoy::start(&portico, GATEWAY, EnvoyOptions::default()).await?;
         Ok(World {
             cluster,
@@ -213,7 +227,7 @@ async fn until_condition(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_changes_reach_envoy_and_status_is_written() -> anyhow::Result<()> {
-    let world = World::start().await?;
+    let world = World::start(&[]).await?;
     let echo = world.until_served_by("/a/x", "app-v1-0").await?;
     assert_eq!(echo.path, "/a/x");
 
@@ -324,7 +338,8 @@ async fn cluster_changes_reach_envoy_and_status_is_written() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_watch_recovers_without_losing_an_update() -> anyhow::Result<()> {
-    let world = World::start().await?;
+    // Scoped to one namespace: namespaced kinds are watched there only.
+    let world = World::start(&["--namespace", NS]).await?;
     world.until_served_by("/a", "app-v1-0").await?;
     let fake = &world.cluster.fake;
 
@@ -348,6 +363,20 @@ async fn a_cut_watch_recovers_without_losing_an_update() -> anyhow::Result<()> {
     assert!(
         list_requests(fake) > lists_before,
         "no re-list after 410 Gone"
+    );
+    let requests = fake.requests();
+    let cluster_wide = |plural: &str| {
+        requests
+            .iter()
+            .any(|r| r.contains(&format!("/v1/{plural}?")))
+    };
+    assert!(
+        !cluster_wide("httproutes") && !cluster_wide("services"),
+        "watched outside {NS}"
+    );
+    assert!(
+        cluster_wide("gatewayclasses") && cluster_wide("namespaces"),
+        "cluster-scoped kinds"
     );
     world.until_served_by("/a", "app-v1-0").await?;
     Ok(())
@@ -409,6 +438,68 @@ async fn two_replicas_elect_one_leader_and_hand_over() -> anyhow::Result<()> {
         .await
         .with_context(|| survivor.log_tail())?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_releases_the_lease() -> anyhow::Result<()> {
+    // A long Lease: the successor can only take over this soon if the leader released it.
+    let cluster = Cluster::start().await?;
+    let first = cluster.portico_with("replica-a", 60, &[]).await?;
+    eventually(CONVERGE, || async {
+        ensure!(
+            cluster.leader().as_deref() == Some("replica-a"),
+            "no leader yet"
+        );
+        Ok(())
+    })
+    .await?;
+    let second = cluster.portico_with("replica-b", 60, &[]).await?;
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let pid = pid_of(&kubeconfig, "replica-a").context("no pid for replica-a")?;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    ensure!(status.success(), "kill -TERM {pid} failed");
+    eventually(CONVERGE, || async {
+        let holder = cluster.leader().unwrap_or_default();
+        ensure!(holder == "replica-b", "holder is {holder:?}");
+        Ok(())
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "replica-a:\n{}\nreplica-b:\n{}",
+            first.log_tail(),
+            second.log_tail()
+        )
+    })?;
+    assert!(
+        first.log_tail().contains("released the leader Lease"),
+        "{}",
+        first.log_tail()
+    );
+    Ok(())
+}
+
+/// The pid of the `portico serve` using `kubeconfig` with leader identity `identity`.
+fn pid_of(kubeconfig: &str, identity: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let has = |pair: [&str; 2]| args.windows(2).any(|w| w[0] == pair[0] && w[1] == pair[1]);
+        if has(["--kubeconfig", kubeconfig]) && has(["--leader-identity", identity]) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// Type -> version that a replica last sent to `node`.
@@ -535,7 +626,7 @@ async fn the_example_envoy_bootstrap_is_current() -> anyhow::Result<()> {
     let path = portico_integration::harness::workspace_root().join("deploy/example/envoy.yaml");
     let text = std::fs::read_to_string(&path)?;
     let config_map = serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc))
+        .map(serde::Deserialize::deserialize)
         .collect::<Result<Vec<Value>, _>>()?
         .into_iter()
         .find(|d| d["kind"] == "ConfigMap")

@@ -194,3 +194,40 @@ async fn tls_echo_reports_sni_over_http1_and_h2() {
     });
     assert!(send(echo.addr(), &request, TIMEOUT).await.is_err());
 }
+
+#[tokio::test]
+async fn tcp_echo_answers_plain_and_over_tls() {
+    use portico_integration::conformance::certs::setup_objects;
+    use portico_integration::echo::EchoTls;
+    use portico_integration::echo::tcp::spawn_tcp;
+    use portico_integration::harness::tcp::tcp_probe;
+    use portico_integration::harness::tls::TlsOptions;
+
+    let plain = spawn_tcp(config()).await.unwrap();
+    let probe = tcp_probe(plain.addr(), None, TIMEOUT).await.unwrap();
+    assert!(!probe.backend_tls);
+    assert_eq!(probe.assertions.pod, "web-7d9f-0");
+    assert_eq!(probe.assertions.namespace, "apps");
+
+    // Over TLS with a CA-signed certificate, trusted through the CA.
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup_objects(dir.path()).unwrap();
+    let (cert_pem, key_pem) = setup
+        .secret("gateway-conformance-infra", "tls-passthrough-checks-certificate")
+        .unwrap()
+        .clone();
+    let mut tls_config = config();
+    tls_config.tls = Some(EchoTls { cert_pem, key_pem });
+    let tls = spawn_tcp(tls_config).await.unwrap();
+    let options = TlsOptions {
+        trusted_cert_pem: setup.client_trust_pem(),
+        sni: "abc.example.com".into(),
+        http2: false,
+    };
+    let probe = tcp_probe(tls.addr(), Some(&options), TIMEOUT).await.unwrap();
+    assert!(probe.backend_tls);
+    assert_eq!(probe.assertions.tls.unwrap().server_name, "abc.example.com");
+    // The CA signed the certificate for abc.example.com only.
+    let wrong_name = TlsOptions { sni: "other.test".into(), ..options };
+    assert!(tcp_probe(tls.addr(), Some(&wrong_name), TIMEOUT).await.is_err());
+}

@@ -60,6 +60,9 @@ pub async fn run(
         seen.mark_unchanged();
         let kinds = kinds::all();
         let stale = stale_entries(&stores, &statuses, &kinds);
+        // Forget deleted objects.
+        let current: BTreeSet<ObjectKey> = statuses.iter().chain(&stale).map(key_of).collect();
+        written.retain(|key, _| current.contains(key));
         for status in statuses.iter().chain(&stale) {
             if !*leader.borrow() || *stop.borrow() {
                 break;
@@ -92,7 +95,7 @@ async fn write(
     written: &mut Written,
 ) -> kube::Result<()> {
     let namespace = status.namespace.clone().unwrap_or_default();
-    let key = ObjectKey::new(&status.kind, &namespace, &status.name);
+    let key = key_of(status);
     let Some(mut live) = stores.live(&key).map(|v| v.as_ref().clone()) else {
         return Ok(());
     };
@@ -157,10 +160,7 @@ async fn write(
 /// Objects that still carry Portico's entries in a shared list (a route that no longer
 /// attaches to a Portico Gateway) but have no computed status: those entries are removed.
 fn stale_entries(stores: &Stores, statuses: &[ObjectStatus], kinds: &[Kind]) -> Vec<ObjectStatus> {
-    let wanted: BTreeSet<ObjectKey> = statuses
-        .iter()
-        .map(|s| ObjectKey::new(&s.kind, s.namespace.as_deref().unwrap_or(""), &s.name))
-        .collect();
+    let wanted: BTreeSet<ObjectKey> = statuses.iter().map(key_of).collect();
     let mut out = Vec::new();
     for (key, live) in stores.live_owned() {
         if wanted.contains(&key) {
@@ -193,6 +193,14 @@ fn stale_entries(stores: &Stores, statuses: &[ObjectStatus], kinds: &[Kind]) -> 
         });
     }
     out
+}
+
+fn key_of(status: &ObjectStatus) -> ObjectKey {
+    ObjectKey::new(
+        &status.kind,
+        status.namespace.as_deref().unwrap_or(""),
+        &status.name,
+    )
 }
 
 /// GatewayClasses get status only when they name Portico's controller; the translator

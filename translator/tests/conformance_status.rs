@@ -3,9 +3,13 @@
 //! objects upstream creates at suite setup). Prints a pass/fail table; fails only when a case
 //! outside `KNOWN_FAILING` fails, so regressions show up while gaps stay listed.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use portico_translator::{CONTROLLER_NAME, Feedback, ObjectStatus, Options, Resources, translate};
+use std::path::PathBuf;
+
+use common::{load, shared};
+
+use portico_translator::{CONTROLLER_NAME, Feedback, ObjectStatus, Options, translate};
 use serde_json::Value;
 
 /// Cases whose status expectations this test does not see met, and why.
@@ -17,99 +21,6 @@ const KNOWN_FAILING: &[&str] = &[
     // (TLSRouteListenerTerminateSupportedKinds passes), so this one cannot.
     "TLSRouteListenerTerminateNotSupported",
 ];
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
-}
-
-const CERT: &str = "-----BEGIN CERTIFICATE-----\\nMIIBfake\\n-----END CERTIFICATE-----\\n";
-const KEY: &str = "-----BEGIN PRIVATE KEY-----\\nMIIEfake\\n-----END PRIVATE KEY-----\\n";
-
-/// What upstream creates at suite setup (CONVENTIONS.md), with placeholder PEM.
-fn setup_objects() -> String {
-    let mut out = String::from(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portico, generation: 1}\nspec: {controllerName: portico.dev/gateway-controller}\n",
-    );
-    let secrets = [
-        ("gateway-conformance-infra", "tls-checks-certificate"),
-        ("gateway-conformance-infra", "tls-checks-client-certificate"),
-        (
-            "gateway-conformance-infra",
-            "tls-passthrough-checks-certificate",
-        ),
-        (
-            "gateway-conformance-app-backend",
-            "tls-passthrough-checks-certificate",
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-terminate-checks-certificate",
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-validity-checks-certificate",
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-validity-checks-client-certificate",
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-validity-checks-per-port-client-certificate",
-        ),
-        ("gateway-conformance-web-backend", "certificate"),
-    ];
-    for (ns, name) in secrets {
-        out.push_str(&format!(
-            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: \"{CERT}\", tls.key: \"{KEY}\"}}\n"
-        ));
-    }
-    let maps = [
-        ("gateway-conformance-infra", "tls-checks-ca-certificate"),
-        ("gateway-conformance-infra", "mismatch-ca-certificate"),
-        (
-            "gateway-conformance-infra",
-            "tls-validity-checks-ca-certificate",
-        ),
-        (
-            "gateway-conformance-infra",
-            "tls-validity-checks-per-port-ca-certificate",
-        ),
-        ("gateway-conformance-web-backend", "web-backend-cm"),
-    ];
-    for (ns, name) in maps {
-        out.push_str(&format!(
-            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}}}\ndata: {{ca.crt: \"{CERT}\"}}\n"
-        ));
-    }
-    out
-}
-
-fn load(case: &Value) -> Resources {
-    let dir = shared();
-    let mut texts = vec![("setup".to_string(), setup_objects())];
-    texts.push((
-        "base/manifests.yaml".into(),
-        std::fs::read_to_string(dir.join("base/manifests.yaml")).unwrap(),
-    ));
-    if let Some(m) = case.get("manifests").and_then(Value::as_str) {
-        texts.push((
-            m.to_string(),
-            std::fs::read_to_string(dir.join("cases").join(m)).unwrap(),
-        ));
-    }
-    let mut resources = Resources::default();
-    for (file, text) in texts {
-        let text = text
-            .replace("{GATEWAY_CLASS_NAME}", "portico")
-            .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER_NAME);
-        let (docs, _) = portico_translator::parse_file(&file, &text);
-        for doc in docs {
-            resources.insert(&file, doc);
-        }
-    }
-    resources
-}
 
 fn find<'a>(
     statuses: &'a [ObjectStatus],

@@ -3,6 +3,8 @@
 //! itself checks the protos: regexes compile, enums and oneofs are valid, names resolve.
 //! Skipped when no Envoy binary is found (`ENVOY` env var or `.venv/bin/envoy`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use portico_translator::{Feedback, Options, Resources, translate};
@@ -49,6 +51,7 @@ fn bootstrap(fleet: &Value) -> Value {
     inline(&mut listeners, &routes);
     let endpoints = fleet["endpoints"].as_array().cloned().unwrap_or_default();
     let mut clusters = fleet["clusters"].clone();
+    inline(&mut clusters, &routes);
     for c in clusters.as_array_mut().into_iter().flatten() {
         let m = c.as_object_mut().unwrap();
         if m.get("type") == Some(&json!("EDS")) {
@@ -76,6 +79,39 @@ fn bootstrap(fleet: &Value) -> Value {
     })
 }
 
+/// Runs Envoy in validate mode on every non-empty fleet; returns failure descriptions.
+fn validate_all(envoy: &Path, tmp: &Path, label: &str, resources: &Resources) -> Vec<String> {
+    let mut failures = Vec::new();
+    let t = translate(resources, &Options::default(), &Feedback::default());
+    for (name, fleet) in &t.fleets {
+        if fleet.listeners.is_empty() && fleet.clusters.is_empty() {
+            continue;
+        }
+        // Short file names: Gateway names can be 253 characters long.
+        let short: String = name.replace('/', "_").chars().take(60).collect();
+        let config = tmp.join(format!("{label}-{short}.json"));
+        std::fs::write(
+            &config,
+            serde_json::to_string_pretty(&bootstrap(&fleet.to_json())).unwrap(),
+        )
+        .unwrap();
+        let out = std::process::Command::new(envoy)
+            .args(["--mode", "validate", "--log-level", "error", "-c"])
+            .arg(&config)
+            .output()
+            .expect("run envoy");
+        if !out.status.success() {
+            failures.push(format!(
+                "{label} fleet {name} ({}):\n{}{}",
+                config.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    failures
+}
+
 #[test]
 fn envoy_accepts_golden_fleets() {
     let Some(envoy) = envoy() else {
@@ -95,31 +131,45 @@ fn envoy_accepts_golden_fleets() {
     for input in inputs {
         let file = input.file_name().unwrap().to_string_lossy().to_string();
         let (resources, _) = Resources::from_yaml(&file, &std::fs::read_to_string(&input).unwrap());
-        let t = translate(&resources, &Options::default(), &Feedback::default());
-        for (name, fleet) in &t.fleets {
-            if fleet.listeners.is_empty() && fleet.clusters.is_empty() {
-                continue;
-            }
-            let config = tmp.join(format!("{}-{}.json", file, name.replace('/', "_")));
-            std::fs::write(
-                &config,
-                serde_json::to_string_pretty(&bootstrap(&fleet.to_json())).unwrap(),
-            )
-            .unwrap();
-            let out = std::process::Command::new(&envoy)
-                .args(["--mode", "validate", "--log-level", "error", "-c"])
-                .arg(&config)
-                .output()
-                .expect("run envoy");
-            if !out.status.success() {
-                failures.push(format!(
-                    "{file} fleet {name} ({}):\n{}{}",
-                    config.display(),
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-        }
+        failures.extend(validate_all(&envoy, &tmp, &file, &resources));
+    }
+    assert!(
+        failures.is_empty(),
+        "Envoy rejected:\n{}",
+        failures.join("\n")
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The same for the conformance cases' manifests (base + each case), which exercise far more
+/// combinations than the goldens.
+#[test]
+fn envoy_accepts_conformance_fleets() {
+    let Some(envoy) = envoy() else {
+        eprintln!("skipping: no Envoy binary");
+        return;
+    };
+    let dir = common::shared().join("cases");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("skipping: {} not found", dir.display());
+        return;
+    };
+    let mut cases: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && !p.to_string_lossy().ends_with(".manifests.yaml")
+        })
+        .collect();
+    cases.sort();
+    let tmp = std::env::temp_dir().join(format!("portico-validate-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut failures = Vec::new();
+    for path in cases {
+        let case: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = case["name"].as_str().unwrap_or_default().to_string();
+        failures.extend(validate_all(&envoy, &tmp, &name, &common::load(&case)));
     }
     assert!(
         failures.is_empty(),

@@ -269,12 +269,18 @@ async fn debounce(inner: Weak<Inner>, fleet: String) {
                 entry.timer_running = false;
                 return;
             };
-            let deadline = (p.last + inner.config.debounce).min(p.first + inner.config.max_delay);
-            if Instant::now() >= deadline {
+            // checked_add: a huge configured duration means "no limit", not a panic.
+            let quiet = p.last.checked_add(inner.config.debounce);
+            let cap = p.first.checked_add(inner.config.max_delay);
+            let deadline = match (quiet, cap) {
+                (Some(q), Some(c)) => Some(q.min(c)),
+                (q, c) => q.or(c),
+            };
+            let Some(deadline) = deadline.filter(|d| Instant::now() < *d) else {
                 entry.publish_pending();
                 entry.timer_running = false;
                 return;
-            }
+            };
             deadline
         };
         tokio::time::sleep_until(deadline).await;
@@ -350,6 +356,18 @@ mod tests {
         rx.changed().await.unwrap();
         assert!(rx.borrow().is_none());
         assert!(cache.fleets().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unbounded_max_delay_does_not_overflow() {
+        let cache = Cache::new(CacheConfig {
+            debounce: Duration::from_millis(10),
+            max_delay: Duration::MAX,
+        });
+        let mut rx = cache.watch("f");
+        cache.set_snapshot("f", snap(b"1"));
+        rx.changed().await.unwrap();
+        assert!(rx.borrow().is_some());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The gRPC server: every xDS service and CSDS on one port.
 
 use std::future::Future;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
@@ -52,6 +53,11 @@ impl Server {
             let _ = stop.send(true);
         };
         tonic::transport::Server::builder()
+            // Find Envoys that vanished without closing their connection, so their streams
+            // (and statuses) go away.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await

@@ -30,9 +30,10 @@ impl Protocol for Sotw {
         let type_url = req.type_url.as_str();
         let ts = st.types.entry(type_url.to_string()).or_default();
         let nonce = req.response_nonce.as_str();
-        if !nonce.is_empty() && ts.last_nonce.as_deref() != Some(nonce) {
+        if !nonce.is_empty() && ts.last_nonce.as_deref().is_some_and(|last| last != nonce) {
             // A newer response is on its way; the client will answer that one with its
-            // current subscription.
+            // current subscription. (A nonce when nothing was sent yet comes from an earlier
+            // stream: not stale, just meaningless.)
             debug!(type_url, nonce, "ignoring request with stale nonce");
             return;
         }

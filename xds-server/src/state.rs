@@ -184,7 +184,13 @@ impl StreamState {
         self.nonce.to_string()
     }
 
-    pub(crate) fn event(&self, kind: XdsEventKind, type_url: &str, version: &str, message: &str) {
+    pub(crate) fn event(
+        &self,
+        kind: XdsEventKind,
+        type_url: &str,
+        version: &str,
+        nack: Option<&Nack>,
+    ) {
         // No subscribers is fine: events are best effort.
         let _ = self.cache.inner.events.send(XdsEvent {
             kind,
@@ -192,7 +198,8 @@ impl StreamState {
             fleet: self.node.cluster.clone(),
             type_url: type_url.to_string(),
             version: version.to_string(),
-            message: message.to_string(),
+            message: nack.map(|n| n.message.clone()).unwrap_or_default(),
+            resource_names: nack.map(|n| n.resource_names.clone()).unwrap_or_default(),
         });
     }
 
@@ -211,19 +218,20 @@ impl StreamState {
                 ts.acked_version = Some(sent.version.clone());
                 ts.last_nack = None;
                 debug!(type_url, version = %sent.version, "ACK");
-                self.event(XdsEventKind::Acked, type_url, &sent.version, "");
+                self.event(XdsEventKind::Acked, type_url, &sent.version, None);
             }
             Some(message) => {
                 metrics.nacked(type_url);
                 let resource_names = nack_names(&sent.names, &message);
                 warn!(type_url, version = %sent.version, ?resource_names, %message, "NACK");
-                ts.last_nack = Some(Nack {
+                let nack = Nack {
                     version: sent.version.clone(),
-                    message: message.clone(),
+                    message,
                     resource_names,
                     at: SystemTime::now(),
-                });
-                self.event(XdsEventKind::Nacked, type_url, &sent.version, &message);
+                };
+                ts.last_nack = Some(nack.clone());
+                self.event(XdsEventKind::Nacked, type_url, &sent.version, Some(&nack));
             }
         }
     }

@@ -131,6 +131,8 @@ pub struct XdsEvent {
     pub version: String,
     /// The NACK's error message; empty otherwise.
     pub message: String,
+    /// Nacked: the resources the rejection concerns (as in [`Nack::resource_names`]).
+    pub resource_names: Vec<String>,
 }
 
 impl StreamState {

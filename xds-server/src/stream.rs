@@ -166,7 +166,7 @@ impl Registration {
             (st.id, st.fleet().to_string(), st.node_id().to_string())
         };
         cache.register(id, state.clone());
-        lock(&state).event(XdsEventKind::Connected, "", "", "");
+        lock(&state).event(XdsEventKind::Connected, "", "", None);
         Registration {
             cache,
             id,
@@ -186,6 +186,7 @@ impl Drop for Registration {
             type_url: String::new(),
             version: String::new(),
             message: String::new(),
+            resource_names: Vec::new(),
         });
     }
 }

@@ -49,6 +49,7 @@ async fn nack_is_held_and_told_sotw() {
                 ("n1", FLEET, CLUSTER)
             );
             assert_eq!(e.message, message);
+            assert_eq!(e.resource_names, ["c2"]);
         }
         kinds.push(e.kind);
     }
@@ -256,4 +257,34 @@ async fn debounced_updates_end_at_the_latest() {
         "{responses} responses for one debounced burst"
     );
     c.barrier().await;
+}
+
+/// `Server::routes` embeds the services in another tonic server.
+#[tokio::test]
+async fn routes_embed_in_another_server() {
+    let cache = portico_xds::Cache::new(CacheConfig {
+        debounce: std::time::Duration::ZERO,
+        max_delay: std::time::Duration::ZERO,
+    });
+    cache.set_snapshot(FLEET, clusters("a"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = portico_xds::Server::new(cache.clone()).routes();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = within(
+        "connect",
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let mut c = SotwClient::ads_on(channel, node("n1")).await;
+    c.subscribe(CLUSTER, &[]).await;
+    assert_eq!(names(&c.recv_ack(CLUSTER, &[]).await), ["c1", "c2"]);
+    server.abort();
 }

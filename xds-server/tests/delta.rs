@@ -41,6 +41,11 @@ async fn fleet_without_snapshot_gets_empty_config_then_is_served() {
     h.set(basic("a"));
     assert_eq!(delta_names(&c.recv_ack(CLUSTER).await), ["c1"]);
     assert_eq!(delta_names(&c.recv_ack(LISTENER).await), ["l1"]);
+    // Removing the fleet removes everything: listeners first, then clusters.
+    h.cache.remove_fleet(FLEET);
+    assert_eq!(c.recv_ack(LISTENER).await.removed_resources, ["l1"]);
+    assert_eq!(c.recv_ack(CLUSTER).await.removed_resources, ["c1"]);
+    c.barrier().await;
 }
 
 /// Rules 1-3: unique nonces; NACK by error_detail, held until the config changes; only

@@ -426,6 +426,10 @@ async fn first_request_without_node_is_rejected() {
     c.send(req).await;
     // An empty node is still a node; a missing one is not.
     c.recv_type(CLUSTER).await;
+    // A nonce from an earlier stream is not stale on a new one.
+    let mut n = SotwClient::ads(&h, "n3").await;
+    n.send(request(CLUSTER, &[], "v-old", "17")).await;
+    n.recv_type(CLUSTER).await;
     let mut d = SotwClient::ads(&h, "n2").await;
     d.node_take();
     d.subscribe(CLUSTER, &[]).await;

@@ -1,18 +1,48 @@
 //! Echo servers standing in for upstream's Deployments, and the EndpointSlices that point each
 //! Service at them.
 
+use std::net::SocketAddr;
+
 use serde_json::Value;
 
-use crate::echo::{EchoConfig, EchoHandle, spawn};
+use crate::echo::tcp::{TcpEchoHandle, spawn_tcp};
+use crate::echo::{EchoConfig, EchoHandle, EchoTls, spawn};
 
-use super::manifests::{Deployment, Service, endpoint_slice, kind};
+use super::certs::SetupObjects;
+use super::manifests::{
+    Deployment, EchoKind, Service, ServicePort, TLS_TARGET_PORT, endpoint_slice, kind,
+};
 
-/// One stand-in pod.
+/// One stand-in pod: a cleartext echo listener and, like echo-basic with a certificate, a TLS
+/// one for target port 8443.
 pub struct Pod {
     pub deployment: String,
     pub namespace: String,
     pub name: String,
-    pub echo: EchoHandle,
+    /// The HTTP echo server (HTTP pods only; its log shows mirrored requests).
+    pub http: Option<EchoHandle>,
+    plain: SocketAddr,
+    tls: Option<SocketAddr>,
+    _servers: Vec<Server>,
+}
+
+enum Server {
+    Http(EchoHandle),
+    Tcp(TcpEchoHandle),
+}
+
+impl Pod {
+    /// Whether this pod's HTTP echo saw a request to `uri`.
+    pub fn saw_request_to(&self, uri: &str) -> bool {
+        self.http.as_ref().is_some_and(|h| h.saw_request_to(uri))
+    }
+
+    fn port_for(&self, port: &ServicePort) -> u16 {
+        match self.tls {
+            Some(tls) if port.target_port == Some(TLS_TARGET_PORT) => tls.port(),
+            _ => self.plain.port(),
+        }
+    }
 }
 
 /// All pods of one case; they stop when this is dropped.
@@ -24,7 +54,7 @@ pub struct Backends {
 
 impl Backends {
     /// Starts `replicas` echo servers for every echo-basic Deployment some Service selects.
-    pub async fn start(docs: &[Value]) -> anyhow::Result<Self> {
+    pub async fn start(docs: &[Value], setup: &SetupObjects) -> anyhow::Result<Self> {
         let services: Vec<Service> = docs
             .iter()
             .filter(|d| kind(d) == "Service")
@@ -37,13 +67,21 @@ impl Backends {
             .collect();
         let mut pods = Vec::new();
         for deployment in &deployments {
-            if !deployment.is_http_echo() || !services.iter().any(|s| s.selects(deployment)) {
+            let Some(echo_kind) = deployment.echo_kind() else {
                 continue;
-            }
-            let service = services
-                .iter()
-                .find(|s| s.selects(deployment))
-                .map(|s| s.name.clone());
+            };
+            let Some(service) = services.iter().find(|s| s.selects(deployment)) else {
+                continue;
+            };
+            let tls = deployment
+                .tls_secret
+                .as_deref()
+                .filter(|_| deployment.serves_tls())
+                .and_then(|secret| setup.secret(&deployment.namespace, secret))
+                .map(|(cert_pem, key_pem)| EchoTls {
+                    cert_pem: cert_pem.clone(),
+                    key_pem: key_pem.clone(),
+                });
             for replica in 0..deployment.replicas.max(1) {
                 let name = format!("{}-{replica}", deployment.name);
                 let mut config = EchoConfig::new(name.clone(), deployment.namespace.clone());
@@ -51,14 +89,8 @@ impl Backends {
                     .env
                     .get("SERVICE_NAME")
                     .cloned()
-                    .or(service.clone())
-                    .unwrap_or_default();
-                pods.push(Pod {
-                    deployment: deployment.name.clone(),
-                    namespace: deployment.namespace.clone(),
-                    name,
-                    echo: spawn(config).await?,
-                });
+                    .unwrap_or_else(|| service.name.clone());
+                pods.push(start_pod(deployment, name, config, echo_kind, tls.clone()).await?);
             }
         }
         let mut slices = Vec::new();
@@ -67,13 +99,8 @@ impl Backends {
                 for pod in pods.iter().filter(|p| {
                     p.deployment == deployment.name && p.namespace == deployment.namespace
                 }) {
-                    let addr = pod.echo.addr();
-                    slices.push(endpoint_slice(
-                        service,
-                        &pod.name,
-                        &addr.ip().to_string(),
-                        addr.port(),
-                    ));
+                    let ip = pod.plain.ip().to_string();
+                    slices.push(endpoint_slice(service, &pod.name, &ip, |p| pod.port_for(p)));
                 }
             }
         }
@@ -98,4 +125,51 @@ impl Backends {
             .iter()
             .filter(move |p| p.deployment == deployment && p.namespace == namespace)
     }
+}
+
+async fn start_pod(
+    deployment: &Deployment,
+    name: String,
+    config: EchoConfig,
+    kind: EchoKind,
+    tls: Option<EchoTls>,
+) -> anyhow::Result<Pod> {
+    let tls_config = tls.map(|tls| EchoConfig {
+        tls: Some(tls),
+        ..config.clone()
+    });
+    let mut servers = Vec::new();
+    let (plain, tls, http) = match kind {
+        EchoKind::Http => {
+            let plain = spawn(config).await?;
+            let addr = plain.addr();
+            let tls = match tls_config {
+                Some(c) => Some(spawn(c).await?),
+                None => None,
+            };
+            let tls_addr = tls.as_ref().map(EchoHandle::addr);
+            servers.extend(tls.map(Server::Http));
+            (addr, tls_addr, Some(plain))
+        }
+        EchoKind::Tcp => {
+            let plain = spawn_tcp(config).await?;
+            let tls = match tls_config {
+                Some(c) => Some(spawn_tcp(c).await?),
+                None => None,
+            };
+            let addrs = (plain.addr(), tls.as_ref().map(TcpEchoHandle::addr));
+            servers.push(Server::Tcp(plain));
+            servers.extend(tls.map(Server::Tcp));
+            (addrs.0, addrs.1, None)
+        }
+    };
+    Ok(Pod {
+        deployment: deployment.name.clone(),
+        namespace: deployment.namespace.clone(),
+        name,
+        http,
+        plain,
+        tls,
+        _servers: servers,
+    })
 }

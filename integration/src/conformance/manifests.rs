@@ -75,6 +75,8 @@ pub struct Deployment {
     pub replicas: u32,
     pub env: BTreeMap<String, String>,
     pub image: String,
+    /// The Secret mounted for the server certificate (echo-basic reads TLS_SERVER_CERT there).
+    pub tls_secret: Option<String>,
 }
 
 impl Deployment {
@@ -99,16 +101,44 @@ impl Deployment {
             replicas: doc["spec"]["replicas"].as_u64().unwrap_or(1) as u32,
             env,
             image: container["image"].as_str().unwrap_or_default().to_string(),
+            tls_secret: template["spec"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|v| v["secret"]["secretName"].as_str())
+                .map(str::to_string),
         }
     }
 
-    /// Whether the echo server here can stand in for it (HTTP/gRPC echo-basic).
-    pub fn is_http_echo(&self) -> bool {
-        self.image.contains("echo-basic")
-            && !self.env.contains_key("TCP_ECHO_SERVER")
-            && !self.env.contains_key("UDP_ECHO_SERVER")
+    /// Which echo server stands in for it, if any.
+    pub fn echo_kind(&self) -> Option<EchoKind> {
+        if !self.image.contains("echo-basic") || self.env.contains_key("UDP_ECHO_SERVER") {
+            return None;
+        }
+        Some(if self.env.contains_key("TCP_ECHO_SERVER") {
+            EchoKind::Tcp
+        } else {
+            EchoKind::Http
+        })
+    }
+
+    /// Whether echo-basic would also serve TLS (on port 8443).
+    pub fn serves_tls(&self) -> bool {
+        self.env.contains_key("TLS_SERVER_CERT") && self.tls_secret.is_some()
     }
 }
+
+/// The two echo-basic modes the runner provides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EchoKind {
+    /// HTTP/1.1, h2c and gRPC.
+    Http,
+    /// The TCP echo protocol.
+    Tcp,
+}
+
+/// echo-basic's TLS port (HTTPS_PORT / TLS_PORT default).
+pub const TLS_TARGET_PORT: u16 = 8443;
 
 /// A Service port, as the EndpointSlice needs it.
 #[derive(Clone, Debug)]
@@ -116,6 +146,8 @@ pub struct ServicePort {
     pub name: String,
     pub protocol: String,
     pub app_protocol: Option<String>,
+    /// Numeric targetPort (defaults to port); named ports are `None`.
+    pub target_port: Option<u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +168,11 @@ impl Service {
                 name: p["name"].as_str().unwrap_or_default().to_string(),
                 protocol: p["protocol"].as_str().unwrap_or("TCP").to_string(),
                 app_protocol: p["appProtocol"].as_str().map(str::to_string),
+                target_port: match &p["targetPort"] {
+                    Value::Null => p["port"].as_u64(),
+                    target => target.as_u64(),
+                }
+                .and_then(|t| u16::try_from(t).ok()),
             })
             .collect();
         Self {
@@ -156,14 +193,19 @@ impl Service {
     }
 }
 
-/// One EndpointSlice for one pod of a Service: every Service port maps to the pod's echo port
-/// (the echo server speaks HTTP/1.1, h2c and gRPC on one port).
-pub fn endpoint_slice(service: &Service, pod: &str, ip: &str, port: u16) -> Value {
+/// One EndpointSlice for one pod of a Service; `port_for` gives the pod's port behind each
+/// Service port (one echo port serves HTTP/1.1, h2c and gRPC; TLS has its own).
+pub fn endpoint_slice(
+    service: &Service,
+    pod: &str,
+    ip: &str,
+    port_for: impl Fn(&ServicePort) -> u16,
+) -> Value {
     let ports: Vec<Value> = service
         .ports
         .iter()
         .map(|p| {
-            let mut port = json!({"name": p.name, "port": port, "protocol": p.protocol});
+            let mut port = json!({"name": p.name, "port": port_for(p), "protocol": p.protocol});
             if let Some(app) = &p.app_protocol {
                 port["appProtocol"] = json!(app);
             }
@@ -246,7 +288,7 @@ spec:
         let service = Service::from_doc(&docs[0]);
         let deployment = Deployment::from_doc(&docs[1]);
         assert!(service.selects(&deployment));
-        assert!(deployment.is_http_echo());
+        assert_eq!(deployment.echo_kind(), Some(EchoKind::Http));
         assert_eq!(deployment.replicas, 2);
         assert_eq!(docs[2]["spec"]["gatewayClassName"], GATEWAY_CLASS);
         assert_eq!(first_listener_port(&docs, "ns/gw"), Some(80));
@@ -255,7 +297,7 @@ spec:
     #[test]
     fn slices_map_every_service_port_to_the_pod() {
         let docs = parse_documents(DOCS).unwrap();
-        let slice = endpoint_slice(&Service::from_doc(&docs[0]), "web-0", "127.0.0.1", 4000);
+        let slice = endpoint_slice(&Service::from_doc(&docs[0]), "web-0", "127.0.0.1", |_| 4000);
         assert_eq!(
             slice["metadata"]["labels"]["kubernetes.io/service-name"],
             "svc"

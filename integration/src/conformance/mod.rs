@@ -5,6 +5,7 @@ pub mod backends;
 pub mod case;
 pub mod certs;
 pub mod expect;
+pub mod l4;
 pub mod manifests;
 pub mod pool;
 pub mod runner;

@@ -156,7 +156,7 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
     };
     let mut docs = shared.base.clone();
     docs.extend(case_docs.iter().cloned());
-    let backends = Backends::start(&docs).await?;
+    let backends = Backends::start(&docs, &shared.setup).await?;
     let dir = ConfigDir::new()?;
     // Deployments stay out of Portico's input: the echo servers stand in for them.
     let keep = |d: &&Value| kind(d) != "Deployment";

@@ -10,9 +10,11 @@ use serde_json::Value;
 
 use crate::harness::Envoy;
 use crate::harness::http::{HttpRequest, grpc_call, send};
+use crate::harness::tcp::tcp_probe;
 use crate::harness::tls::TlsOptions;
 
 use super::backends::Backends;
+use super::l4;
 use super::case::TrafficCase;
 use super::expect::{Sent, check_grpc, check_http};
 use super::manifests::first_listener_port;
@@ -129,6 +131,10 @@ impl TrafficContext<'_> {
                 *expected = append_query(expected, &id);
             }
         }
+        if ["TCP", "TLS"].iter().any(|p| request.protocol.eq_ignore_ascii_case(p)) {
+            l4::attempt(&case, addr, &self.trusted_cert_pem, REQUEST_TIMEOUT).await?;
+            return Ok(path);
+        }
         if request.protocol.eq_ignore_ascii_case("GRPC") {
             let metadata: Vec<(String, String)> = request
                 .headers
@@ -220,7 +226,7 @@ impl TrafficContext<'_> {
             if self
                 .backends
                 .pods_of(deployment, namespace)
-                .any(|p| p.echo.saw_request_to(uri))
+                .any(|p| p.saw_request_to(uri))
             {
                 return Ok(());
             }
@@ -243,6 +249,8 @@ impl TrafficContext<'_> {
         let addr = self.gateway_addr(gateway, port).await?;
         let total_weight: u32 = weights.values().sum();
         let mut last = String::new();
+        let l4 = ["TCP", "TLS"].iter().any(|p| case.request.protocol.eq_ignore_ascii_case(p));
+        let tls = l4::tls_options(case, addr, &self.trusted_cert_pem);
         for _ in 0..WEIGHT_BATCHES {
             let request = HttpRequest {
                 method: "GET".into(),
@@ -255,7 +263,12 @@ impl TrafficContext<'_> {
             let answers: Vec<Option<String>> = futures::stream::iter(0..WEIGHT_REQUESTS)
                 .map(|_| {
                     let request = request.clone();
+                    let tls = tls.clone();
                     async move {
+                        if l4 {
+                            let probe = tcp_probe(addr, tls.as_ref(), REQUEST_TIMEOUT).await.ok()?;
+                            return Some(probe.assertions.pod);
+                        }
                         let response = send(addr, &request, REQUEST_TIMEOUT).await.ok()?;
                         response.echo().map(|e| e.pod)
                     }

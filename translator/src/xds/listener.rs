@@ -41,7 +41,7 @@ pub fn listener(port: &Port, addresses: &[String]) -> Listener {
     };
     match port.protocol {
         PortProtocol::Http => l.filter_chains.push(FilterChain {
-            filters: vec![hcm(&port.name)],
+            filters: vec![hcm(&port.name, &port.name)],
             ..Default::default()
         }),
         PortProtocol::Https | PortProtocol::Tls => {
@@ -53,7 +53,7 @@ pub fn listener(port: &Port, addresses: &[String]) -> Listener {
                 ..Default::default()
             });
             for chain in &port.tls_chains {
-                l.filter_chains.push(tls_chain(&port.name, chain));
+                l.filter_chains.push(tls_chain(port, chain));
             }
         }
         PortProtocol::Tcp => {
@@ -72,9 +72,13 @@ pub fn listener(port: &Port, addresses: &[String]) -> Listener {
     l
 }
 
-fn tls_chain(stat_prefix: &str, chain: &TlsChain) -> FilterChain {
+fn tls_chain(port: &Port, chain: &TlsChain) -> FilterChain {
+    let stat_prefix = port.name.as_str();
     let filter = if chain.http {
-        hcm(stat_prefix)
+        hcm(
+            stat_prefix,
+            &crate::xds::route::chain_route_name(port, chain),
+        )
     } else {
         tcp_proxy(
             stat_prefix,
@@ -139,9 +143,9 @@ fn tls_chain(stat_prefix: &str, chain: &TlsChain) -> FilterChain {
     }
 }
 
-fn hcm(route_config: &str) -> Filter {
+fn hcm(stat_prefix: &str, route_config: &str) -> Filter {
     let hcm = HttpConnectionManager {
-        stat_prefix: route_config.to_string(),
+        stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: route_config.to_string(),

@@ -75,9 +75,11 @@ pub fn fleet_config(fleet: &ir::Fleet, gateway: &ObjectKey) -> FleetConfig {
             origins.clone(),
         );
         if !port.virtual_hosts.is_empty() {
-            out.routes.push(route::route_configuration(port));
-            out.origins
-                .insert((render::ROUTE.into(), port.name.clone()), origins);
+            for rc in route::route_configurations(port) {
+                out.origins
+                    .insert((render::ROUTE.into(), rc.name.clone()), origins.clone());
+                out.routes.push(rc);
+            }
         }
     }
     for c in fleet.clusters.values() {

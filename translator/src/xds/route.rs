@@ -19,17 +19,84 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
-use crate::ir::{self, Action, HeaderMods, PathMatch, PathRewrite, Port, ValueMatch};
+use crate::ir::{
+    self, Action, HeaderMods, PathMatch, PathRewrite, Port, PortProtocol, TlsChain, ValueMatch,
+};
 use crate::resolve::http::regex_escape;
 use crate::xds::{INVALID_CLUSTER, any, duration_ms};
 
-pub fn route_configuration(port: &Port) -> RouteConfiguration {
+fn config(name: String, virtual_hosts: Vec<VirtualHost>) -> RouteConfiguration {
     RouteConfiguration {
-        name: port.name.clone(),
-        virtual_hosts: port.virtual_hosts.iter().map(virtual_host).collect(),
+        name,
+        virtual_hosts,
         // Invalid backends' shares point at a cluster that does not exist, on purpose.
         validate_clusters: Some(BoolValue { value: false }),
         ignore_port_in_host_matching: true,
+        ..Default::default()
+    }
+}
+
+/// The route configuration an HTTPS filter chain uses.
+pub fn chain_route_name(port: &Port, chain: &TlsChain) -> String {
+    format!("{}/{}", port.name, chain.listener)
+}
+
+/// HTTP ports: one route configuration. HTTPS ports: one per filter chain (Gateway listener),
+/// holding that listener's routes and answering 421 for hosts that belong to another listener
+/// of the port (or, for a listener with a hostname, to any other host): a connection whose SNI
+/// chose one listener must not be used for another's hostname.
+pub fn route_configurations(port: &Port) -> Vec<RouteConfiguration> {
+    if port.protocol == PortProtocol::Http {
+        return vec![config(
+            port.name.clone(),
+            port.virtual_hosts.iter().map(virtual_host).collect(),
+        )];
+    }
+    port.tls_chains
+        .iter()
+        .filter(|c| c.http)
+        .map(|chain| {
+            let mut vhosts = Vec::new();
+            if let Some(own) = port.virtual_hosts.iter().find(|v| v.name == chain.listener) {
+                vhosts.push(virtual_host(own));
+            }
+            for other in port
+                .virtual_hosts
+                .iter()
+                .filter(|v| v.name != chain.listener)
+            {
+                vhosts.extend(
+                    other
+                        .domains
+                        .iter()
+                        .filter(|d| *d != "*")
+                        .map(|d| misdirected(d)),
+                );
+            }
+            if chain.hostname.is_some() {
+                vhosts.push(misdirected("*"));
+            }
+            config(chain_route_name(port, chain), vhosts)
+        })
+        .collect()
+}
+
+fn misdirected(domain: &str) -> VirtualHost {
+    VirtualHost {
+        name: format!("misdirected:{domain}"),
+        domains: vec![domain.to_string()],
+        routes: vec![Route {
+            name: "misdirected".into(),
+            r#match: Some(RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            }),
+            action: Some(route::Action::DirectResponse(DirectResponseAction {
+                status: 421,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -335,6 +402,8 @@ fn cors_policy(c: &ir::Cors) -> CorsPolicy {
         expose_headers: c.expose_headers.join(","),
         max_age: c.max_age.map(|m| m.to_string()).unwrap_or_default(),
         allow_credentials: c.allow_credentials.then_some(BoolValue { value: true }),
+        // A preflight from an origin that is not allowed is answered here, never forwarded.
+        forward_not_matching_preflights: Some(BoolValue { value: false }),
         ..Default::default()
     }
 }
