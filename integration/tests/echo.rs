@@ -213,7 +213,10 @@ async fn tcp_echo_answers_plain_and_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let setup = setup_objects(dir.path()).unwrap();
     let (cert_pem, key_pem) = setup
-        .secret("gateway-conformance-infra", "tls-passthrough-checks-certificate")
+        .secret(
+            "gateway-conformance-infra",
+            "tls-passthrough-checks-certificate",
+        )
         .unwrap()
         .clone();
     let mut tls_config = config();
@@ -224,10 +227,37 @@ async fn tcp_echo_answers_plain_and_over_tls() {
         sni: "abc.example.com".into(),
         http2: false,
     };
-    let probe = tcp_probe(tls.addr(), Some(&options), TIMEOUT).await.unwrap();
+    let probe = tcp_probe(tls.addr(), Some(&options), TIMEOUT)
+        .await
+        .unwrap();
     assert!(probe.backend_tls);
     assert_eq!(probe.assertions.tls.unwrap().server_name, "abc.example.com");
     // The CA signed the certificate for abc.example.com only.
-    let wrong_name = TlsOptions { sni: "other.test".into(), ..options };
-    assert!(tcp_probe(tls.addr(), Some(&wrong_name), TIMEOUT).await.is_err());
+    let wrong_name = TlsOptions {
+        sni: "other.test".into(),
+        ..options
+    };
+    assert!(
+        tcp_probe(tls.addr(), Some(&wrong_name), TIMEOUT)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn udp_echo_answers_each_datagram() {
+    use portico_integration::echo::udp::spawn_udp;
+    use portico_integration::harness::udp::udp_exchange;
+
+    let echo = spawn_udp(config()).await.unwrap();
+    let answer = udp_exchange(echo.addr(), "hello", TIMEOUT).await.unwrap();
+    assert_eq!(answer.request, "hello");
+    assert_eq!(
+        (
+            answer.pod.as_str(),
+            answer.namespace.as_str(),
+            answer.service.as_str()
+        ),
+        ("web-7d9f-0", "apps", "web")
+    );
 }

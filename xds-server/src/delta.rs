@@ -4,21 +4,19 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::Any;
 use crate::state::{Held, InFlight, Protocol, StreamState, TypeState};
 use crate::view::View;
+use crate::wire::{DeltaResponse, WireResource};
 
 pub(crate) struct Delta;
 
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
 
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -58,7 +56,7 @@ impl Protocol for Delta {
         changed || removals(view, type_url, ts).next().is_some()
     }
 
-    fn build(st: &mut StreamState, type_url: &str) -> DeltaDiscoveryResponse {
+    fn build(st: &mut StreamState, type_url: &str) -> DeltaResponse {
         let nonce = st.next_nonce();
         let version = st.view.version(type_url);
         let ts = st.types.entry(type_url.to_string()).or_default();
@@ -73,8 +71,7 @@ impl Protocol for Delta {
                 resources.push(WireResource {
                     name: r.name.clone(),
                     version: r.version.clone(),
-                    resource: Some(Any::clone(&r.body)),
-                    ..Default::default()
+                    body: r.body.clone(),
                 });
                 ts.held.insert(r.name.clone(), Held::from(r));
             }
@@ -93,13 +90,12 @@ impl Protocol for Delta {
             .map(|r| r.name.clone())
             .chain(removed.iter().cloned())
             .collect();
-        let response = DeltaDiscoveryResponse {
+        let response = DeltaResponse {
             system_version_info: version.clone(),
             resources,
             type_url: type_url.to_string(),
             removed_resources: removed.into_iter().collect(),
             nonce: nonce.clone(),
-            ..Default::default()
         };
         let sent = InFlight {
             nonce,

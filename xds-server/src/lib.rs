@@ -18,6 +18,7 @@ mod state;
 mod status;
 mod stream;
 mod view;
+mod wire;
 
 pub use cache::{Cache, CacheConfig, SentResources};
 pub use envoy_types::pb::google::protobuf::Any;

@@ -3,23 +3,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryServiceServer;
-use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::ListenerDiscoveryServiceServer;
-use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer;
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::cache::Cache;
 use crate::csds::Csds;
-use crate::services::Xds;
-
-/// Largest request accepted. Envoy's NACKs echo nothing big, but a node with very many
-/// subscriptions sends long name lists.
-const MAX_MESSAGE: usize = 64 << 20;
+use crate::services::{Ads, Cds, Eds, Lds, MAX_MESSAGE, Rds, Sds, Xds, XdsService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -77,25 +67,15 @@ impl Server {
             shutdown,
         };
         let csds = Csds { cache: self.cache };
-        tonic::service::Routes::new(
-            AggregatedDiscoveryServiceServer::new(xds.clone())
-                .max_decoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
-            ClusterDiscoveryServiceServer::new(xds.clone()).max_decoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
-            EndpointDiscoveryServiceServer::new(xds.clone()).max_decoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
-            ListenerDiscoveryServiceServer::new(xds.clone()).max_decoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
-            RouteDiscoveryServiceServer::new(xds.clone()).max_decoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(SecretDiscoveryServiceServer::new(xds).max_decoding_message_size(MAX_MESSAGE))
-        .add_service(
-            ClientStatusDiscoveryServiceServer::new(csds).max_decoding_message_size(MAX_MESSAGE),
-        )
+        tonic::service::Routes::new(XdsService::<Ads>::new(xds.clone()))
+            .add_service(XdsService::<Cds>::new(xds.clone()))
+            .add_service(XdsService::<Eds>::new(xds.clone()))
+            .add_service(XdsService::<Lds>::new(xds.clone()))
+            .add_service(XdsService::<Rds>::new(xds.clone()))
+            .add_service(XdsService::<Sds>::new(xds))
+            .add_service(
+                ClientStatusDiscoveryServiceServer::new(csds)
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
     }
 }

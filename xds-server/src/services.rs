@@ -1,18 +1,25 @@
-//! tonic service implementations: ADS and the per-type CDS/EDS/LDS/RDS/SDS services, each with
-//! SotW, delta and unary fetch.
+//! The xDS gRPC services: ADS and the per-type CDS/EDS/LDS/RDS/SDS services, each with SotW,
+//! delta and (per-type) unary fetch.
+//!
+//! Hand-written rather than the generated servers so responses can be the encode-only types of
+//! `wire.rs`; otherwise this is what tonic generates: route by method, decode with prost,
+//! hand the stream to `stream::run`.
 
-use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryService;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
-use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryService;
-use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::ListenerDiscoveryService;
-use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryService;
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryService;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::body::Body;
+use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
+use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
 use crate::delta::Delta;
@@ -21,11 +28,12 @@ use crate::state::Protocol;
 use crate::status::Variant;
 use crate::stream;
 use crate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use crate::wire::{DeltaResponse, SotwResponse};
 
-pub(crate) type SotwStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-pub(crate) type DeltaStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+/// Largest request accepted: a node with very many subscriptions sends long name lists.
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 
-/// Every xDS service; cheap to clone.
+/// Everything a stream needs from the server; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Xds {
     pub(crate) cache: Cache,
@@ -82,111 +90,199 @@ impl Xds {
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Xds {
-    type StreamAggregatedResourcesStream = SotwStream;
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn stream_aggregated_resources(
-        &self,
-        req: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<SotwStream>, Status> {
-        Ok(Response::new(self.spawn::<Sotw>(
-            Variant::SotwAds,
-            None,
-            req.into_inner(),
-        )))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        req: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<DeltaStream>, Status> {
-        Ok(Response::new(self.spawn::<Delta>(
-            Variant::DeltaAds,
-            None,
-            req.into_inner(),
-        )))
-    }
+/// One xDS gRPC service: its name, the type it serves (None: ADS), its method names.
+pub(crate) trait XdsApi: Send + Sync + 'static {
+    const NAME: &'static str;
+    const TYPE: Option<&'static str>;
+    const SOTW: &'static str;
+    const DELTA: &'static str;
+    const FETCH: Option<&'static str>;
 }
 
-macro_rules! per_type_service {
-    ($trait:ident, $type_url:expr, $sotw_ty:ident, $sotw:ident, $delta_ty:ident, $delta:ident, $fetch:ident) => {
-        #[tonic::async_trait]
-        impl $trait for Xds {
-            type $sotw_ty = SotwStream;
-            type $delta_ty = DeltaStream;
-
-            async fn $sotw(
-                &self,
-                req: Request<Streaming<DiscoveryRequest>>,
-            ) -> Result<Response<SotwStream>, Status> {
-                let stream =
-                    self.spawn::<Sotw>(Variant::SotwPerType, Some($type_url), req.into_inner());
-                Ok(Response::new(stream))
-            }
-
-            async fn $delta(
-                &self,
-                req: Request<Streaming<DeltaDiscoveryRequest>>,
-            ) -> Result<Response<DeltaStream>, Status> {
-                let stream =
-                    self.spawn::<Delta>(Variant::DeltaPerType, Some($type_url), req.into_inner());
-                Ok(Response::new(stream))
-            }
-
-            async fn $fetch(
-                &self,
-                req: Request<DiscoveryRequest>,
-            ) -> Result<Response<DiscoveryResponse>, Status> {
-                self.fetch($type_url, req.into_inner()).map(Response::new)
-            }
+macro_rules! xds_api {
+    ($marker:ident, $name:expr, $type_url:expr, $sotw:expr, $delta:expr, $fetch:expr) => {
+        pub(crate) struct $marker;
+        impl XdsApi for $marker {
+            const NAME: &'static str = $name;
+            const TYPE: Option<&'static str> = $type_url;
+            const SOTW: &'static str = $sotw;
+            const DELTA: &'static str = $delta;
+            const FETCH: Option<&'static str> = $fetch;
         }
     };
 }
 
-per_type_service!(
-    ClusterDiscoveryService,
-    CLUSTER,
-    StreamClustersStream,
-    stream_clusters,
-    DeltaClustersStream,
-    delta_clusters,
-    fetch_clusters
+xds_api!(
+    Ads,
+    "envoy.service.discovery.v3.AggregatedDiscoveryService",
+    None,
+    "StreamAggregatedResources",
+    "DeltaAggregatedResources",
+    None
 );
-per_type_service!(
-    EndpointDiscoveryService,
-    ENDPOINT,
-    StreamEndpointsStream,
-    stream_endpoints,
-    DeltaEndpointsStream,
-    delta_endpoints,
-    fetch_endpoints
+xds_api!(
+    Cds,
+    "envoy.service.cluster.v3.ClusterDiscoveryService",
+    Some(CLUSTER),
+    "StreamClusters",
+    "DeltaClusters",
+    Some("FetchClusters")
 );
-per_type_service!(
-    ListenerDiscoveryService,
-    LISTENER,
-    StreamListenersStream,
-    stream_listeners,
-    DeltaListenersStream,
-    delta_listeners,
-    fetch_listeners
+xds_api!(
+    Eds,
+    "envoy.service.endpoint.v3.EndpointDiscoveryService",
+    Some(ENDPOINT),
+    "StreamEndpoints",
+    "DeltaEndpoints",
+    Some("FetchEndpoints")
 );
-per_type_service!(
-    RouteDiscoveryService,
-    ROUTE,
-    StreamRoutesStream,
-    stream_routes,
-    DeltaRoutesStream,
-    delta_routes,
-    fetch_routes
+xds_api!(
+    Lds,
+    "envoy.service.listener.v3.ListenerDiscoveryService",
+    Some(LISTENER),
+    "StreamListeners",
+    "DeltaListeners",
+    Some("FetchListeners")
 );
-per_type_service!(
-    SecretDiscoveryService,
-    SECRET,
-    StreamSecretsStream,
-    stream_secrets,
-    DeltaSecretsStream,
-    delta_secrets,
-    fetch_secrets
+xds_api!(
+    Rds,
+    "envoy.service.route.v3.RouteDiscoveryService",
+    Some(ROUTE),
+    "StreamRoutes",
+    "DeltaRoutes",
+    Some("FetchRoutes")
 );
+xds_api!(
+    Sds,
+    "envoy.service.secret.v3.SecretDiscoveryService",
+    Some(SECRET),
+    "StreamSecrets",
+    "DeltaSecrets",
+    Some("FetchSecrets")
+);
+
+/// The tonic service for one [`XdsApi`].
+pub(crate) struct XdsService<A> {
+    xds: Xds,
+    api: PhantomData<fn() -> A>,
+}
+
+impl<A> XdsService<A> {
+    pub(crate) fn new(xds: Xds) -> Self {
+        XdsService {
+            xds,
+            api: PhantomData,
+        }
+    }
+}
+
+impl<A> Clone for XdsService<A> {
+    fn clone(&self) -> Self {
+        XdsService::new(self.xds.clone())
+    }
+}
+
+impl<A: XdsApi> NamedService for XdsService<A> {
+    const NAME: &'static str = A::NAME;
+}
+
+impl<A: XdsApi, B> Service<http::Request<B>> for XdsService<A>
+where
+    B: HttpBody + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or_default();
+        let (ads, fixed) = (A::TYPE.is_none(), A::TYPE);
+        let xds = self.xds.clone();
+        if method == A::SOTW {
+            let variant = if ads {
+                Variant::SotwAds
+            } else {
+                Variant::SotwPerType
+            };
+            let method = StreamMethod::<Sotw> {
+                xds,
+                variant,
+                fixed,
+                protocol: PhantomData,
+            };
+            let codec = ProstCodec::<SotwResponse, DiscoveryRequest>::default();
+            Box::pin(async move { Ok(grpc(codec).streaming(method, req).await) })
+        } else if method == A::DELTA {
+            let variant = if ads {
+                Variant::DeltaAds
+            } else {
+                Variant::DeltaPerType
+            };
+            let method = StreamMethod::<Delta> {
+                xds,
+                variant,
+                fixed,
+                protocol: PhantomData,
+            };
+            let codec = ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
+            Box::pin(async move { Ok(grpc(codec).streaming(method, req).await) })
+        } else if let (Some(type_url), true) = (fixed, A::FETCH == Some(method)) {
+            let method = FetchMethod { xds, type_url };
+            let codec = ProstCodec::<DiscoveryResponse, DiscoveryRequest>::default();
+            Box::pin(async move { Ok(grpc(codec).unary(method, req).await) })
+        } else {
+            Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) })
+        }
+    }
+}
+
+fn grpc<T, U>(codec: ProstCodec<T, U>) -> Grpc<ProstCodec<T, U>>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    Grpc::new(codec).apply_max_message_size_config(Some(MAX_MESSAGE), None)
+}
+
+struct StreamMethod<P> {
+    xds: Xds,
+    variant: Variant,
+    fixed: Option<&'static str>,
+    protocol: PhantomData<fn() -> P>,
+}
+
+impl<P: Protocol> StreamingService<P::Request> for StreamMethod<P> {
+    type Response = P::Response;
+    type ResponseStream = ReceiverStream<Result<P::Response, Status>>;
+    type Future = Ready<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<P::Request>>) -> Self::Future {
+        let stream = self
+            .xds
+            .spawn::<P>(self.variant, self.fixed, request.into_inner());
+        ready(Ok(Response::new(stream)))
+    }
+}
+
+struct FetchMethod {
+    xds: Xds,
+    type_url: &'static str,
+}
+
+impl UnaryService<DiscoveryRequest> for FetchMethod {
+    type Response = DiscoveryResponse;
+    type Future = Ready<Result<Response<DiscoveryResponse>, Status>>;
+
+    fn call(&mut self, request: Request<DiscoveryRequest>) -> Self::Future {
+        ready(
+            self.xds
+                .fetch(self.type_url, request.into_inner())
+                .map(Response::new),
+        )
+    }
+}

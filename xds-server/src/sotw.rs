@@ -4,19 +4,20 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::snapshot::Resource;
 use crate::state::{Held, InFlight, Protocol, StreamState, TypeState, full_state};
 use crate::view::View;
+use crate::wire::SotwResponse;
 
 pub(crate) struct Sotw;
 
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
 
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -81,7 +82,7 @@ impl Protocol for Sotw {
         }
     }
 
-    fn build(st: &mut StreamState, type_url: &str) -> DiscoveryResponse {
+    fn build(st: &mut StreamState, type_url: &str) -> SotwResponse {
         let nonce = st.next_nonce();
         let version = st.view.version(type_url);
         let ts = st.types.entry(type_url.to_string()).or_default();
@@ -105,12 +106,11 @@ impl Protocol for Sotw {
             ts.held.insert(r.name.clone(), Held::from(r));
         }
         let names = send.iter().map(|r| r.name.clone()).collect();
-        let response = DiscoveryResponse {
+        let response = SotwResponse {
             version_info: version.clone(),
-            resources: send.iter().map(|r| Any::clone(&r.body)).collect(),
+            resources: send.iter().map(|r| r.body.clone()).collect(),
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
-            ..Default::default()
         };
         let sent = InFlight {
             nonce,
@@ -134,8 +134,6 @@ impl Protocol for Sotw {
         }
     }
 }
-
-type Any = crate::Any;
 
 /// Applies a SotW subscription (the complete list of names the client wants).
 fn subscribe(ts: &mut TypeState, type_url: &str, names: &[String]) {

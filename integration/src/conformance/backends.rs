@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use serde_json::Value;
 
 use crate::echo::tcp::{TcpEchoHandle, spawn_tcp};
+use crate::echo::udp::spawn_udp;
 use crate::echo::{EchoConfig, EchoHandle, EchoTls, spawn};
 
 use super::certs::SetupObjects;
@@ -26,10 +27,8 @@ pub struct Pod {
     _servers: Vec<Server>,
 }
 
-enum Server {
-    Http(EchoHandle),
-    Tcp(TcpEchoHandle),
-}
+/// Servers kept only so that they run as long as the pod (each stops on drop).
+type Server = Box<dyn std::any::Any + Send + Sync>;
 
 impl Pod {
     /// Whether this pod's HTTP echo saw a request to `uri`.
@@ -148,7 +147,7 @@ async fn start_pod(
                 None => None,
             };
             let tls_addr = tls.as_ref().map(EchoHandle::addr);
-            servers.extend(tls.map(Server::Http));
+            servers.extend(tls.map(|t| Box::new(t) as Server));
             (addr, tls_addr, Some(plain))
         }
         EchoKind::Tcp => {
@@ -158,9 +157,15 @@ async fn start_pod(
                 None => None,
             };
             let addrs = (plain.addr(), tls.as_ref().map(TcpEchoHandle::addr));
-            servers.push(Server::Tcp(plain));
-            servers.extend(tls.map(Server::Tcp));
+            servers.push(Box::new(plain));
+            servers.extend(tls.map(|t| Box::new(t) as Server));
             (addrs.0, addrs.1, None)
+        }
+        EchoKind::Udp => {
+            let udp = spawn_udp(config).await?;
+            let addr = udp.addr();
+            servers.push(Box::new(udp));
+            (addr, None, None)
         }
     };
     Ok(Pod {

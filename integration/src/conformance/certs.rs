@@ -24,8 +24,14 @@ pub struct SetupObjects {
 impl SetupObjects {
     /// Every Secret and ConfigMap as a Kubernetes object.
     pub fn objects(&self) -> Vec<Value> {
-        let secrets = self.secrets.iter().map(|((ns, name), pair)| tls_secret(ns, name, pair));
-        let maps = self.ca_config_maps.iter().map(|((ns, name), crt)| ca_config_map(ns, name, crt));
+        let secrets = self
+            .secrets
+            .iter()
+            .map(|((ns, name), pair)| tls_secret(ns, name, pair));
+        let maps = self
+            .ca_config_maps
+            .iter()
+            .map(|((ns, name), crt)| ca_config_map(ns, name, crt));
         secrets.chain(maps).collect()
     }
 
@@ -37,17 +43,27 @@ impl SetupObjects {
     /// What conformance clients trust: the gateway certificate `tls-validity-checks-certificate`
     /// and the CA `tls-checks-ca-certificate`, as PEM.
     pub fn client_trust_pem(&self) -> String {
-        let validity = self.secret(INFRA, "tls-validity-checks-certificate").map(|p| p.0.clone());
-        let ca = self.ca_config_maps.get(&(INFRA.to_string(), "tls-checks-ca-certificate".to_string()));
-        validity.into_iter().chain(ca.cloned()).collect::<Vec<_>>().join("")
+        let validity = self
+            .secret(INFRA, "tls-validity-checks-certificate")
+            .map(|p| p.0.clone());
+        let ca = self
+            .ca_config_maps
+            .get(&(INFRA.to_string(), "tls-checks-ca-certificate".to_string()));
+        validity
+            .into_iter()
+            .chain(ca.cloned())
+            .collect::<Vec<_>>()
+            .join("")
     }
 
     fn add_secret(&mut self, namespace: &str, name: &str, pair: &Pair) {
-        self.secrets.insert((namespace.to_string(), name.to_string()), pair.clone());
+        self.secrets
+            .insert((namespace.to_string(), name.to_string()), pair.clone());
     }
 
     fn add_ca(&mut self, namespace: &str, name: &str, crt: &str) {
-        self.ca_config_maps.insert((namespace.to_string(), name.to_string()), crt.to_string());
+        self.ca_config_maps
+            .insert((namespace.to_string(), name.to_string()), crt.to_string());
     }
 }
 
@@ -55,27 +71,49 @@ impl SetupObjects {
 pub fn setup_objects(workdir: &Path) -> anyhow::Result<SetupObjects> {
     let mk = Gen { dir: workdir };
     let mut out = SetupObjects::default();
-    let validity = mk.self_signed("validity", "*", &["DNS:*", "DNS:*.org", "DNS:*.wildcard.org"])?;
+    let validity = mk.self_signed(
+        "validity",
+        "*",
+        &["DNS:*", "DNS:*.org", "DNS:*.wildcard.org"],
+    )?;
     out.add_secret(INFRA, "tls-validity-checks-certificate", &validity);
 
     let ca = mk.self_signed("checks-ca", "tls-checks-ca", &[])?;
     out.add_ca(INFRA, "tls-checks-ca-certificate", &ca.0);
-    let sans = ["DNS:abc.example.com", "URI:spiffe://abc.example.com/test-identity", "DNS:other.example.com"];
+    let sans = [
+        "DNS:abc.example.com",
+        "URI:spiffe://abc.example.com/test-identity",
+        "DNS:other.example.com",
+    ];
     let checks = mk.signed("checks", "abc.example.com", &sans, "checks-ca")?;
     out.add_secret(INFRA, "tls-checks-certificate", &checks);
     let client = mk.signed("checks-client", "tls-checks-client", &[], "checks-ca")?;
     out.add_secret(INFRA, "tls-checks-client-certificate", &client);
-    let passthrough = mk.signed("passthrough", "abc.example.com", &["DNS:abc.example.com"], "checks-ca")?;
+    let passthrough = mk.signed(
+        "passthrough",
+        "abc.example.com",
+        &["DNS:abc.example.com"],
+        "checks-ca",
+    )?;
     out.add_secret(INFRA, "tls-passthrough-checks-certificate", &passthrough);
     out.add_secret(APP, "tls-passthrough-checks-certificate", &passthrough);
-    let terminate = mk.signed("terminate", "tls.example.com", &["DNS:tls.example.com"], "checks-ca")?;
+    let terminate = mk.signed(
+        "terminate",
+        "tls.example.com",
+        &["DNS:tls.example.com"],
+        "checks-ca",
+    )?;
     out.add_secret(INFRA, "tls-terminate-checks-certificate", &terminate);
 
     let mismatch = mk.self_signed("mismatch-ca", "mismatch-ca", &[])?;
     out.add_ca(INFRA, "mismatch-ca-certificate", &mismatch.0);
 
     for (prefix, ca_name, client_name) in [
-        ("validity-ca", "tls-validity-checks-ca-certificate", "tls-validity-checks-client-certificate"),
+        (
+            "validity-ca",
+            "tls-validity-checks-ca-certificate",
+            "tls-validity-checks-client-certificate",
+        ),
         (
             "per-port-ca",
             "tls-validity-checks-per-port-ca-certificate",
@@ -227,7 +265,13 @@ mod tests {
     fn generates_every_setup_object() {
         let dir = tempfile::tempdir().unwrap();
         let setup = setup_objects(dir.path()).unwrap();
-        assert_eq!(setup.client_trust_pem().matches("BEGIN CERTIFICATE").count(), 2);
+        assert_eq!(
+            setup
+                .client_trust_pem()
+                .matches("BEGIN CERTIFICATE")
+                .count(),
+            2
+        );
         let objects = setup.objects();
         let names: Vec<&str> = objects
             .iter()

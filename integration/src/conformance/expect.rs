@@ -74,6 +74,9 @@ pub fn check_http(case: &TrafficCase, sent: &Sent, response: &HttpResponse) -> R
             compare("method", method.as_deref(), &echo.method)?;
             compare("path", path.as_deref(), &echo.path)?;
             compare("host", host.as_deref(), &echo.host)?;
+            // The TLS server name the (TLS) backend got from the gateway.
+            let sni = expected.as_ref().and_then(|e| e.sni.as_deref());
+            compare("SNI", sni, &echo.sni)?;
             for (name, want) in &headers {
                 match echo.header(name) {
                     Some(got) if got == *want => {}

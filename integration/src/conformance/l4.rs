@@ -8,21 +8,25 @@ use tokio::net::TcpStream;
 
 use crate::harness::tcp::{TcpProbe, tcp_probe};
 use crate::harness::tls::{TlsOptions, connect_with_alpn};
+use crate::harness::udp::udp_exchange;
 
 use super::case::TrafficCase;
 
 /// TLS options for a `protocol: TLS` case, `None` for plain TCP.
 pub fn tls_options(case: &TrafficCase, addr: SocketAddr, trusted_pem: &str) -> Option<TlsOptions> {
     let request = &case.request;
-    request.protocol.eq_ignore_ascii_case("TLS").then(|| TlsOptions {
-        trusted_cert_pem: trusted_pem.to_string(),
-        sni: request
-            .sni
-            .clone()
-            .or_else(|| request.host.clone())
-            .unwrap_or_else(|| addr.ip().to_string()),
-        http2: false,
-    })
+    request
+        .protocol
+        .eq_ignore_ascii_case("TLS")
+        .then(|| TlsOptions {
+            trusted_cert_pem: trusted_pem.to_string(),
+            sni: request
+                .sni
+                .clone()
+                .or_else(|| request.host.clone())
+                .unwrap_or_else(|| addr.ip().to_string()),
+            http2: false,
+        })
 }
 
 /// One attempt of a TCP/TLS case; `Ok` when it came out as expected.
@@ -42,18 +46,59 @@ pub async fn attempt(
     check_probe(case, &probe)
 }
 
+/// One attempt of a UDP case: a datagram must come back from the named backend.
+pub async fn udp_attempt(
+    case: &TrafficCase,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), String> {
+    let payload = format!("conformance {}", super::traffic::unique_id());
+    let answer = udp_exchange(addr, &payload, timeout)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    if answer.request != payload {
+        return Err(format!(
+            "backend saw datagram {:?}, want {payload:?}",
+            answer.request
+        ));
+    }
+    if let Some(backend) = case.backend.as_deref()
+        && !answer.pod.starts_with(&format!("{backend}-"))
+    {
+        return Err(format!(
+            "answered by pod {}, want a pod of {backend}",
+            answer.pod
+        ));
+    }
+    if let Some(ns) = &case.namespace
+        && *ns != answer.namespace
+    {
+        return Err(format!(
+            "answered from namespace {}, want {ns}",
+            answer.namespace
+        ));
+    }
+    Ok(())
+}
+
 /// Backend pod prefix, namespace, and what the backend saw of TLS.
 pub fn check_probe(case: &TrafficCase, probe: &TcpProbe) -> Result<(), String> {
     let seen = &probe.assertions;
     if let Some(backend) = case.backend.as_deref()
         && !seen.pod.starts_with(&format!("{backend}-"))
     {
-        return Err(format!("answered by pod {}, want a pod of {backend}", seen.pod));
+        return Err(format!(
+            "answered by pod {}, want a pod of {backend}",
+            seen.pod
+        ));
     }
     if let Some(ns) = &case.namespace
         && *ns != seen.namespace
     {
-        return Err(format!("answered from namespace {}, want {ns}", seen.namespace));
+        return Err(format!(
+            "answered from namespace {}, want {ns}",
+            seen.namespace
+        ));
     }
     if let Some(expected) = &case.expected_request {
         if let Some(tls) = expected.tls
@@ -100,7 +145,13 @@ async fn expect_rejection(
             let closed = ["eof", "reset", "closed", "refused", "broken pipe"]
                 .iter()
                 .any(|w| text.contains(w));
-            if closed { Ok(()) } else { Err(format!("TLS handshake failed with {err:#}, want EOF or reset")) }
+            if closed {
+                Ok(())
+            } else {
+                Err(format!(
+                    "TLS handshake failed with {err:#}, want EOF or reset"
+                ))
+            }
         }
     }
 }

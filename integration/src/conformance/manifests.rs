@@ -112,11 +112,13 @@ impl Deployment {
 
     /// Which echo server stands in for it, if any.
     pub fn echo_kind(&self) -> Option<EchoKind> {
-        if !self.image.contains("echo-basic") || self.env.contains_key("UDP_ECHO_SERVER") {
+        if !self.image.contains("echo-basic") {
             return None;
         }
         Some(if self.env.contains_key("TCP_ECHO_SERVER") {
             EchoKind::Tcp
+        } else if self.env.contains_key("UDP_ECHO_SERVER") {
+            EchoKind::Udp
         } else {
             EchoKind::Http
         })
@@ -128,13 +130,15 @@ impl Deployment {
     }
 }
 
-/// The two echo-basic modes the runner provides.
+/// The echo-basic modes the runner provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EchoKind {
     /// HTTP/1.1, h2c and gRPC.
     Http,
     /// The TCP echo protocol.
     Tcp,
+    /// The UDP echo.
+    Udp,
 }
 
 /// echo-basic's TLS port (HTTPS_PORT / TLS_PORT default).

@@ -157,7 +157,7 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
     let mut docs = shared.base.clone();
     docs.extend(case_docs.iter().cloned());
     let backends = Backends::start(&docs, &shared.setup).await?;
-    let dir = ConfigDir::new()?;
+    let mut dir = ConfigDir::new()?;
     // Deployments stay out of Portico's input: the echo servers stand in for them.
     let keep = |d: &&Value| kind(d) != "Deployment";
     dir.write("00-gatewayclass.yaml", &to_yaml(&[gateway_class()])?)?;
@@ -223,6 +223,8 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
     }
     failures.extend(status.generation);
     if shared.config.verbose && !failures.is_empty() {
+        dir.keep_on_drop();
+        progress(&format!("--- {}: config kept in {}", case.name, dir.path().display()));
         progress(&format!(
             "--- {}: portico log ---\n{}",
             case.name,

@@ -14,9 +14,9 @@ use crate::harness::tcp::tcp_probe;
 use crate::harness::tls::TlsOptions;
 
 use super::backends::Backends;
-use super::l4;
 use super::case::TrafficCase;
 use super::expect::{Sent, check_grpc, check_http};
+use super::l4;
 use super::manifests::first_listener_port;
 
 /// Upstream's RequiredConsecutiveSuccesses.
@@ -131,7 +131,14 @@ impl TrafficContext<'_> {
                 *expected = append_query(expected, &id);
             }
         }
-        if ["TCP", "TLS"].iter().any(|p| request.protocol.eq_ignore_ascii_case(p)) {
+        if request.protocol.eq_ignore_ascii_case("UDP") {
+            l4::udp_attempt(&case, addr, REQUEST_TIMEOUT).await?;
+            return Ok(path);
+        }
+        if ["TCP", "TLS"]
+            .iter()
+            .any(|p| request.protocol.eq_ignore_ascii_case(p))
+        {
             l4::attempt(&case, addr, &self.trusted_cert_pem, REQUEST_TIMEOUT).await?;
             return Ok(path);
         }
@@ -249,7 +256,9 @@ impl TrafficContext<'_> {
         let addr = self.gateway_addr(gateway, port).await?;
         let total_weight: u32 = weights.values().sum();
         let mut last = String::new();
-        let l4 = ["TCP", "TLS"].iter().any(|p| case.request.protocol.eq_ignore_ascii_case(p));
+        let l4 = ["TCP", "TLS"]
+            .iter()
+            .any(|p| case.request.protocol.eq_ignore_ascii_case(p));
         let tls = l4::tls_options(case, addr, &self.trusted_cert_pem);
         for _ in 0..WEIGHT_BATCHES {
             let request = HttpRequest {
@@ -266,7 +275,8 @@ impl TrafficContext<'_> {
                     let tls = tls.clone();
                     async move {
                         if l4 {
-                            let probe = tcp_probe(addr, tls.as_ref(), REQUEST_TIMEOUT).await.ok()?;
+                            let probe =
+                                tcp_probe(addr, tls.as_ref(), REQUEST_TIMEOUT).await.ok()?;
                             return Some(probe.assertions.pod);
                         }
                         let response = send(addr, &request, REQUEST_TIMEOUT).await.ok()?;

@@ -9,6 +9,7 @@ pub mod grpc;
 mod http_echo;
 pub mod tcp;
 mod tls;
+pub mod udp;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

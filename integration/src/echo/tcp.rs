@@ -63,7 +63,11 @@ pub async fn spawn_tcp(config: EchoConfig) -> std::io::Result<TcpEchoHandle> {
     Ok(TcpEchoHandle { addr, task })
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: Option<TlsAcceptor>, config: Arc<EchoConfig>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    config: Arc<EchoConfig>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -87,7 +91,11 @@ async fn accept_loop(listener: TcpListener, acceptor: Option<TlsAcceptor>, confi
     }
 }
 
-async fn converse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, config: &EchoConfig, sni: Option<String>) {
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    config: &EchoConfig,
+    sni: Option<String>,
+) {
     let assertions = TcpAssertions {
         namespace: config.namespace.clone(),
         ingress: config.ingress.clone(),
@@ -98,7 +106,11 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, config: &EchoCon
     };
     let payload = serde_json::to_string(&assertions).unwrap_or_default();
     let (read, mut write) = tokio::io::split(stream);
-    if write.write_all(format!("{WELCOME}\n").as_bytes()).await.is_err() {
+    if write
+        .write_all(format!("{WELCOME}\n").as_bytes())
+        .await
+        .is_err()
+    {
         return;
     }
     let mut lines = BufReader::new(read).lines();
@@ -109,7 +121,11 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, config: &EchoCon
             "PING" => "PONG".to_string(),
             _ => continue,
         };
-        if write.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+        if write
+            .write_all(format!("{answer}\n").as_bytes())
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -7,6 +7,7 @@ pub mod http;
 mod portico;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,11 @@ impl ConfigDir {
         std::fs::write(&tmp, contents)?;
         std::fs::rename(&tmp, &path)?;
         Ok(path)
+    }
+
+    /// Keeps the directory on disk after drop (for debugging a failure).
+    pub fn keep_on_drop(&mut self) {
+        self.dir.disable_cleanup(true);
     }
 
     pub fn remove(&self, name: &str) -> anyhow::Result<()> {

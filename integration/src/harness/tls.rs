@@ -51,7 +51,10 @@ pub async fn connect_with_alpn(
     let webpki = if roots.is_empty() {
         None
     } else {
-        Some(WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?)
+        Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()?,
+        )
     };
     let verifier = Trusted {
         exact: trusted.iter().map(|c| c.as_ref().to_vec()).collect(),
@@ -95,13 +98,21 @@ impl ServerCertVerifier for Trusted {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if self.exact.iter().any(|der| der.as_slice() == end_entity.as_ref()) {
+        if self
+            .exact
+            .iter()
+            .any(|der| der.as_slice() == end_entity.as_ref())
+        {
             return Ok(ServerCertVerified::assertion());
         }
         match &self.webpki {
-            Some(webpki) => {
-                webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
+            Some(webpki) => webpki.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
             None => Err(rustls::Error::General(
                 "server presented an untrusted certificate".into(),
             )),

@@ -12,6 +12,7 @@ use crate::resolve::backends::Traffic;
 use crate::resolve::context::Ctx;
 use crate::resolve::model::{GrpcRouteSpec, HttpRouteSpec, ValueMatchSpec, convert};
 use crate::resolve::rules::{CompiledRoute, CompiledRule, build_action, duration_ms};
+use crate::resolve::validate;
 
 fn head(
     kind: &str,
@@ -88,13 +89,22 @@ pub fn compile_http(
                 "RegularExpression" => PathMatch::Regex(value),
                 _ => PathMatch::Prefix(normalize_prefix(&value)),
             };
-            matches.push(RouteMatch {
+            let m = RouteMatch {
                 path,
                 headers: value_matches(&m.headers, true),
                 query: value_matches(&m.query_params, false),
                 method: m.method.clone(),
                 grpc: false,
-            });
+            };
+            keep_valid(
+                &mut out,
+                &format!("{field}.matches[{}]", matches.len()),
+                m,
+                &mut matches,
+            );
+        }
+        if !rule.matches.is_empty() && matches.is_empty() {
+            continue;
         }
         if matches.is_empty() {
             matches.push(RouteMatch::default());
@@ -153,6 +163,7 @@ pub fn compile_http(
             action,
         });
     }
+    finish(&mut out, !spec.rules.is_empty());
     out
 }
 
@@ -197,13 +208,22 @@ pub fn compile_grpc(
                 )),
                 _ => PathMatch::Prefix("/".into()),
             };
-            matches.push(RouteMatch {
+            let m = RouteMatch {
                 path,
                 headers: value_matches(&m.headers, true),
                 query: Vec::new(),
                 method: None,
                 grpc: false,
-            });
+            };
+            keep_valid(
+                &mut out,
+                &format!("{field}.matches[{}]", matches.len()),
+                m,
+                &mut matches,
+            );
+        }
+        if !rule.matches.is_empty() && matches.is_empty() {
+            continue;
         }
         if matches.is_empty() {
             matches.push(RouteMatch::default());
@@ -223,6 +243,7 @@ pub fn compile_grpc(
             action,
         });
     }
+    finish(&mut out, !spec.rules.is_empty());
     out
 }
 
@@ -235,4 +256,44 @@ pub fn regex_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Keeps a match only if Envoy would accept it; otherwise reports it (the rest of the route
+/// keeps working).
+fn keep_valid(
+    route: &mut CompiledRoute,
+    field: &str,
+    m: RouteMatch,
+    matches: &mut Vec<RouteMatch>,
+) {
+    match validate::route_match(&m) {
+        Ok(()) => matches.push(m),
+        Err(e) => route.notes.push((
+            field.to_string(),
+            format!("{e}; this match is ignored"),
+            false,
+        )),
+    }
+}
+
+/// Drops invalid route hostnames, and marks a route whose every rule was dropped.
+fn finish(route: &mut CompiledRoute, had_rules: bool) {
+    let mut notes = Vec::new();
+    route
+        .head
+        .hostnames
+        .retain(|h| match validate::hostname(h) {
+            Ok(()) => true,
+            Err(e) => {
+                notes.push(("spec.hostnames".to_string(), format!("{e}; ignored"), false));
+                false
+            }
+        });
+    route.notes.extend(notes);
+    if had_rules && route.rules.is_empty() {
+        route.invalid = Some((
+            "UnsupportedValue".into(),
+            "no rule of this route is valid".into(),
+        ));
+    }
 }

@@ -162,6 +162,12 @@ pub fn build(
         ));
         return l;
     };
+    if let Some(h) = &l.spec.hostname
+        && let Err(e) = crate::resolve::validate::hostname(h)
+    {
+        l.not_accepted = Some(("UnsupportedValue".into(), e));
+        return l;
+    }
     if l.port == 0 {
         l.not_accepted = Some((
             "PortUnavailable".into(),

@@ -11,6 +11,7 @@ pub mod listener;
 pub mod model;
 pub mod rules;
 pub mod streams;
+pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -81,6 +82,15 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
             }
         }
         report_route(&mut ctx, &route.head, &outcomes, &route.notes);
+        if let Some((reason, msg)) = &route.invalid {
+            ctx.report(
+                &route.head.key,
+                Severity::Error,
+                ProblemKind::NotAccepted,
+                "spec.rules",
+                format!("{reason}: {msg}"),
+            );
+        }
         statuses.push(route_status(
             &route.head,
             &outcomes,

@@ -210,6 +210,18 @@ pub fn build_action(
             }
         }
     }
+    for (what, mods) in [
+        ("request", &mut out.request_headers),
+        ("response", &mut out.response_headers),
+    ] {
+        for e in crate::resolve::validate::header_mods(mods) {
+            route.notes.push((
+                format!("{field}.filters"),
+                format!("{what} header modifier: {e}; ignored"),
+                false,
+            ));
+        }
+    }
     if broken_filter {
         return out;
     }
@@ -269,6 +281,13 @@ pub fn build_action(
                     format!("backendRef filter {other} is not supported here; ignored"),
                     true,
                 )),
+            }
+        }
+        for mods in [&mut wc.request_headers, &mut wc.response_headers] {
+            for e in crate::resolve::validate::header_mods(mods) {
+                route
+                    .notes
+                    .push((format!("{bfield}.filters"), format!("{e}; ignored"), false));
             }
         }
         if weight > 0 {

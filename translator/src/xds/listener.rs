@@ -20,6 +20,13 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
+use envoy_types::pb::envoy::config::listener::v3::UdpListenerConfig;
+use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3::{
+    Route as UdpRoute, UdpProxyConfig, udp_proxy_config,
+};
+use envoy_types::pb::xds::core::v3::TypedExtensionConfig as XdsTypedExtensionConfig;
+use envoy_types::pb::xds::r#type::matcher::v3::{Matcher, matcher};
+
 use crate::ir::{Port, PortProtocol, StreamRoute, TlsChain};
 use crate::xds::{INVALID_CLUSTER, ads, any, socket};
 
@@ -66,7 +73,16 @@ pub fn listener(port: &Port, addresses: &[String]) -> Listener {
             });
         }
         PortProtocol::Udp => {
-            // UDP proxying is not translated yet: the listener exists so the port is visible.
+            l.udp_listener_config = Some(UdpListenerConfig::default());
+            if let Some(cluster) = port.stream.as_ref().and_then(udp_target) {
+                l.listener_filters.push(ListenerFilter {
+                    name: "envoy.filters.udp_listener.udp_proxy".into(),
+                    config_type: Some(listener_filter::ConfigType::TypedConfig(any(&udp_proxy(
+                        &port.name, &cluster,
+                    )))),
+                    ..Default::default()
+                });
+            }
         }
     }
     l
@@ -209,5 +225,37 @@ fn tcp_proxy(stat_prefix: &str, route: &StreamRoute) -> Filter {
     Filter {
         name: "envoy.filters.network.tcp_proxy".into(),
         config_type: Some(filter::ConfigType::TypedConfig(any(&proxy))),
+    }
+}
+
+/// UDP proxying sends each session to one cluster: the heaviest valid backend (the UDP proxy's
+/// route action has no weights).
+fn udp_target(route: &StreamRoute) -> Option<String> {
+    route
+        .backends
+        .iter()
+        .filter(|b| b.weight > 0)
+        .max_by_key(|b| b.weight)
+        .and_then(|b| b.cluster.clone())
+}
+
+fn udp_proxy(stat_prefix: &str, cluster: &str) -> UdpProxyConfig {
+    let route = UdpRoute {
+        cluster: cluster.to_string(),
+    };
+    let action = XdsTypedExtensionConfig {
+        name: "route".into(),
+        typed_config: Some(any(&route)),
+    };
+    UdpProxyConfig {
+        stat_prefix: stat_prefix.to_string(),
+        route_specifier: Some(udp_proxy_config::RouteSpecifier::Matcher(Matcher {
+            on_no_match: Some(Box::new(matcher::OnMatch {
+                on_match: Some(matcher::on_match::OnMatch::Action(action)),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })),
+        ..Default::default()
     }
 }

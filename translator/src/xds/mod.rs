@@ -66,8 +66,13 @@ pub fn socket(
 pub fn fleet_config(fleet: &ir::Fleet, gateway: &ObjectKey) -> FleetConfig {
     let mut out = FleetConfig::default();
     for port in &fleet.ports {
-        out.listeners
-            .push(listener::listener(port, &fleet.addresses));
+        let l = listener::listener(port, &fleet.addresses);
+        // Envoy rejects a TCP listener without filter chains (e.g. a TLS listener without
+        // routes), and with it the whole update: such a port is left out.
+        if l.filter_chains.is_empty() && port.protocol != ir::PortProtocol::Udp {
+            continue;
+        }
+        out.listeners.push(l);
         let mut origins = port.origins.clone();
         origins.sort();
         out.origins.insert(
