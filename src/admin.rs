@@ -30,7 +30,9 @@ pub async fn serve(
         .route("/debug/proxy-status", get(proxy_status))
         .route("/debug/config_dump", get(config_dump))
         .with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn readyz(AxumState(state): AxumState<Shared>) -> Response {
@@ -44,15 +46,23 @@ async fn readyz(AxumState(state): AxumState<Shared>) -> Response {
 async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
     let view = state.view.read().await;
     let mut text = state.cache.render_metrics();
-    text.push_str("# HELP portico_translation_duration_seconds Duration of the latest full translation.\n");
+    text.push_str(
+        "# HELP portico_translation_duration_seconds Duration of the latest full translation.\n",
+    );
     text.push_str("# TYPE portico_translation_duration_seconds gauge\n");
-    text.push_str(&format!("portico_translation_duration_seconds {}\n", view.translation_seconds));
+    text.push_str(&format!(
+        "portico_translation_duration_seconds {}\n",
+        view.translation_seconds
+    ));
     text.push_str("# HELP portico_reconciliations_total Translations published since start.\n");
     text.push_str("# TYPE portico_reconciliations_total counter\n");
     text.push_str(&format!("portico_reconciliations_total {}\n", view.reloads));
     text.push_str("# HELP portico_config_problems Problems in the current input.\n");
     text.push_str("# TYPE portico_config_problems gauge\n");
-    text.push_str(&format!("portico_config_problems {}\n", view.problems.len()));
+    text.push_str(&format!(
+        "portico_config_problems {}\n",
+        view.problems.len()
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -88,7 +98,11 @@ struct NodeQuery {
 /// What one node was last sent, in Envoy's JSON mapping. Private keys are redacted unless asked.
 async fn config_dump(AxumState(state): AxumState<Shared>, Query(q): Query<NodeQuery>) -> Response {
     let Some(sent) = state.cache.sent_resources(&q.node) else {
-        return (StatusCode::NOT_FOUND, format!("no connected node {:?}\n", q.node)).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no connected node {:?}\n", q.node),
+        )
+            .into_response();
     };
     let mut out = BTreeMap::new();
     for (type_url, resources) in sent {

@@ -24,9 +24,16 @@ pub fn render(args: &BootstrapArgs) -> anyhow::Result<String> {
 fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<Value> {
     let (ns, name) = split_gateway(&args.gateway)?;
     let (host, port) = split_host_port(&args.xds_address)?;
-    let node_id = args.node_id.clone().unwrap_or_else(|| format!("{ns}.{name}.{}", hostname()));
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("{ns}.{name}.{}", hostname()));
     // An IP needs no resolver; a host name is resolved by Envoy and re-resolved on reconnect.
-    let discovery = if host.parse::<IpAddr>().is_ok() { "STATIC" } else { "LOGICAL_DNS" };
+    let discovery = if host.parse::<IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "LOGICAL_DNS"
+    };
     let config_source = json!({"ads": {}, "resource_api_version": "V3"});
     Ok(json!({
         "node": {"id": node_id, "cluster": format!("{ns}/{name}")},
@@ -63,7 +70,9 @@ fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<Value> {
 
 pub fn split_gateway(gateway: &str) -> anyhow::Result<(&str, &str)> {
     match gateway.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok((ns, name)),
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns, name))
+        }
         _ => bail!("--gateway must be NAMESPACE/NAME, got {gateway:?}"),
     }
 }
@@ -72,7 +81,9 @@ fn split_host_port(address: &str) -> anyhow::Result<(String, u16)> {
     let (host, port) = address
         .rsplit_once(':')
         .with_context(|| format!("--xds-address must be HOST:PORT, got {address:?}"))?;
-    let port = port.parse().with_context(|| format!("bad port in --xds-address {address:?}"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("bad port in --xds-address {address:?}"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         bail!("--xds-address must be HOST:PORT, got {address:?}");
@@ -115,7 +126,10 @@ mod tests {
         let mut a = args(true);
         a.xds_address = "portico.svc:18000".into();
         let v = bootstrap(&a).unwrap();
-        assert_eq!(v["dynamic_resources"]["ads_config"]["api_type"], "DELTA_GRPC");
+        assert_eq!(
+            v["dynamic_resources"]["ads_config"]["api_type"],
+            "DELTA_GRPC"
+        );
         assert_eq!(v["static_resources"]["clusters"][0]["type"], "LOGICAL_DNS");
     }
 

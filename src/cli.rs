@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub const EXIT_USAGE: u8 = 64;
 
 #[derive(Parser, Debug)]
-#[command(name = "portico", version, about = "xDS control plane for stock Envoy, driven by Gateway API resources")]
+#[command(
+    name = "portico",
+    version,
+    about = "xDS control plane for stock Envoy, driven by Gateway API resources"
+)]
 pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info,portico=debug`.
     #[arg(long, global = true, env = "PORTICO_LOG", default_value = "info")]
@@ -119,12 +123,16 @@ impl Cli {
             Command::Bootstrap(args) => crate::bootstrap::run(&args),
             Command::Validate { dir } => crate::commands::validate(&dir),
             Command::Status { dir, output } => crate::commands::status(&dir, output),
-            Command::Translate { dir, gateway, output, show_secrets } => {
-                crate::commands::translate(&dir, &gateway, output, show_secrets)
-            }
-            Command::ProxyStatus { admin_address, node } => {
-                crate::commands::proxy_status(&admin_address, node.as_deref())
-            }
+            Command::Translate {
+                dir,
+                gateway,
+                output,
+                show_secrets,
+            } => crate::commands::translate(&dir, &gateway, output, show_secrets),
+            Command::ProxyStatus {
+                admin_address,
+                node,
+            } => crate::commands::proxy_status(&admin_address, node.as_deref()),
         };
         match result {
             Ok(code) => code,

@@ -6,7 +6,11 @@ use portico_translator::{Feedback, FleetConfig, Options, Problem, Resources, Tra
 
 /// Translates, catching a translator panic so that a bug never takes down the server: the
 /// caller keeps serving its last good config.
-pub fn translate(resources: &Resources, options: &Options, feedback: &Feedback) -> Result<Translation, String> {
+pub fn translate(
+    resources: &Resources,
+    options: &Options,
+    feedback: &Feedback,
+) -> Result<Translation, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         portico_translator::translate(resources, options, feedback)
     }))
@@ -40,16 +44,24 @@ pub fn snapshot(fleet: &FleetConfig) -> portico_xds::Snapshot {
 
 /// The snapshots of every fleet of a translation.
 pub fn snapshots(translation: &Translation) -> BTreeMap<String, portico_xds::Snapshot> {
-    translation.fleets.iter().map(|(fleet, config)| (fleet.clone(), snapshot(config))).collect()
+    translation
+        .fleets
+        .iter()
+        .map(|(fleet, config)| (fleet.clone(), snapshot(config)))
+        .collect()
 }
 
 /// Parses `--address-pool` (`A.B.C.D/N`).
 pub fn parse_pool(pool: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
-    let (ip, len) = pool
-        .split_once('/')
-        .ok_or_else(|| anyhow::anyhow!("--address-pool must be an IPv4 CIDR like 127.0.1.0/24, got {pool:?}"))?;
-    let ip = ip.parse().map_err(|e| anyhow::anyhow!("--address-pool {pool:?}: {e}"))?;
-    let len: u8 = len.parse().map_err(|e| anyhow::anyhow!("--address-pool {pool:?}: {e}"))?;
+    let (ip, len) = pool.split_once('/').ok_or_else(|| {
+        anyhow::anyhow!("--address-pool must be an IPv4 CIDR like 127.0.1.0/24, got {pool:?}")
+    })?;
+    let ip = ip
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--address-pool {pool:?}: {e}"))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--address-pool {pool:?}: {e}"))?;
     if len > 32 {
         anyhow::bail!("--address-pool {pool:?}: prefix length must be at most 32");
     }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use portico_translator::{Feedback, ObjectKey, Options, Problem, Rejection, Resources, Translation};
+use portico_translator::{
+    Feedback, ObjectKey, Options, Problem, Rejection, Resources, Translation,
+};
 use portico_xds::{Cache, CacheConfig, Server, XdsEvent, XdsEventKind};
 use tokio::net::TcpListener;
 use tokio::sync::{RwLock, mpsc, watch};
@@ -43,11 +45,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = Options {
-        address_pool: args.address_pool.as_deref().map(pipeline::parse_pool).transpose()?,
+        address_pool: args
+            .address_pool
+            .as_deref()
+            .map(pipeline::parse_pool)
+            .transpose()?,
         default_address: args.gateway_address.clone(),
     };
     let cache = Cache::new(CacheConfig::default());
-    let state = Arc::new(State { cache: cache.clone(), ready: AtomicBool::new(false), view: RwLock::default() });
+    let state = Arc::new(State {
+        cache: cache.clone(),
+        ready: AtomicBool::new(false),
+        view: RwLock::default(),
+    });
 
     let xds = TcpListener::bind(args.xds_address)
         .await
@@ -62,10 +72,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let xds_task = tokio::spawn(Server::new(cache.clone()).serve(xds, stopped(stop_rx.clone())));
-    let admin_task = tokio::spawn(crate::admin::serve(admin, state.clone(), stopped(stop_rx.clone())));
+    let admin_task = tokio::spawn(crate::admin::serve(
+        admin,
+        state.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     let (reload_tx, reload_rx) = mpsc::channel(1);
-    let kube = if args.kube.kubernetes { Some(crate::kube::start(&args.kube, reload_tx.clone()).await?) } else { None };
+    let kube = if args.kube.kubernetes {
+        Some(crate::kube::start(&args.kube, reload_tx.clone()).await?)
+    } else {
+        None
+    };
     let source = match (&kube, &args.config_dir) {
         (Some(kube), _) => Source::Kube(kube.clone()),
         (None, Some(dir)) => {
@@ -88,7 +106,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Source::Dir(Box::new(DirSource::new(dir)))
         }
         (None, None) => {
-            tracing::info!("no --config-dir: serving the built-in example config (fleet default/example)");
+            tracing::info!(
+                "no --config-dir: serving the built-in example config (fleet default/example)"
+            );
             Source::Example
         }
     };
@@ -104,7 +124,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         published: BTreeSet::new(),
         origins: BTreeMap::new(),
     };
-    let loop_task = tokio::spawn(reconciler.run(reload_rx, cache.subscribe(), stopped(stop_rx.clone())));
+    let loop_task =
+        tokio::spawn(reconciler.run(reload_rx, cache.subscribe(), stopped(stop_rx.clone())));
 
     shutdown_signal().await;
     tracing::info!("shutting down: closing xDS streams; Envoys keep serving and reconnect");
@@ -184,7 +205,9 @@ impl Reconciler {
     }
 
     async fn reload(&mut self) {
-        let Some(mut source) = self.source.take() else { return };
+        let Some(mut source) = self.source.take() else {
+            return;
+        };
         let (source, (resources, problems)) = tokio::task::spawn_blocking(move || {
             let loaded = source.load();
             (source, loaded)
@@ -235,9 +258,16 @@ impl Reconciler {
         if let Some(Source::Kube(kube)) = &self.source {
             kube.publish_status(&translation.statuses);
         }
-        self.origins = translation.fleets.iter().map(|(f, c)| (f.clone(), c.origins.clone())).collect();
+        self.origins = translation
+            .fleets
+            .iter()
+            .map(|(f, c)| (f.clone(), c.origins.clone()))
+            .collect();
         if !self.state.ready.swap(true, Ordering::SeqCst) {
-            tracing::info!(fleets = self.published.len(), "first config published; ready");
+            tracing::info!(
+                fleets = self.published.len(),
+                "first config published; ready"
+            );
         }
         tracing::debug!(changed, ms = elapsed.as_secs_f64() * 1e3, "reconciled");
     }
@@ -245,7 +275,11 @@ impl Reconciler {
     async fn publish_view(&self, translation: &Translation, elapsed: Duration) {
         let problems = pipeline::all_problems(&self.load_problems, translation);
         let mut view = self.state.view.write().await;
-        for problem in translation.problems.iter().filter(|p| !view.problems.contains(p)) {
+        for problem in translation
+            .problems
+            .iter()
+            .filter(|p| !view.problems.contains(p))
+        {
             tracing::warn!("{problem}");
         }
         view.statuses = portico_translator::status_documents(&translation.statuses);
@@ -259,7 +293,7 @@ impl Reconciler {
     fn on_event(&mut self, event: XdsEvent) -> bool {
         match event.kind {
             XdsEventKind::Nacked => {
-                let resources = self.nacked_resources(&event.node_id, &event.type_url);
+                let resources = event.resource_names;
                 let culprits = self.culprits(&event.fleet, &event.type_url, &resources);
                 tracing::warn!(
                     node = %event.node_id, fleet = %event.fleet, type_url = %event.type_url,
@@ -291,21 +325,11 @@ impl Reconciler {
         }
     }
 
-    /// The resources a node's latest NACK of a type concerns, where the server could tell.
-    fn nacked_resources(&self, node_id: &str, type_url: &str) -> Vec<String> {
-        self.state
-            .cache
-            .node_statuses()
-            .into_iter()
-            .filter(|n| n.node_id == node_id)
-            .filter_map(|n| n.types.get(type_url).and_then(|t| t.last_nack.clone()))
-            .flat_map(|nack| nack.resource_names)
-            .collect()
-    }
-
     /// Names the input objects (with file and line) behind rejected resources, for the log.
     fn culprits(&self, fleet: &str, type_url: &str, names: &[String]) -> String {
-        let Some(origins) = self.origins.get(fleet) else { return String::new() };
+        let Some(origins) = self.origins.get(fleet) else {
+            return String::new();
+        };
         let mut out = BTreeSet::new();
         for ((t, name), keys) in origins {
             if t != type_url || !(names.is_empty() || names.contains(name)) {

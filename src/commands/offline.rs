@@ -15,8 +15,9 @@ fn load(dir: &Path) -> anyhow::Result<(Loaded, portico_translator::Translation)>
         bail!("{}: not a directory", dir.display());
     }
     let loaded = DirSource::new(dir).load();
-    let translation = pipeline::translate(&loaded.resources, &Options::default(), &Feedback::default())
-        .map_err(anyhow::Error::msg)?;
+    let translation =
+        pipeline::translate(&loaded.resources, &Options::default(), &Feedback::default())
+            .map_err(anyhow::Error::msg)?;
     Ok((loaded, translation))
 }
 
@@ -46,11 +47,19 @@ pub fn status(dir: &Path, format: Format) -> anyhow::Result<ExitCode> {
     for problem in pipeline::all_problems(&loaded.problems, &translation) {
         eprintln!("{problem}");
     }
-    print(&portico_translator::status_documents(&translation.statuses), format)?;
+    print(
+        &portico_translator::status_documents(&translation.statuses),
+        format,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn translate(dir: &Path, gateway: &str, format: Format, show_secrets: bool) -> anyhow::Result<ExitCode> {
+pub fn translate(
+    dir: &Path,
+    gateway: &str,
+    format: Format,
+    show_secrets: bool,
+) -> anyhow::Result<ExitCode> {
     crate::bootstrap::split_gateway(gateway)?;
     let (loaded, translation) = load(dir)?;
     for problem in pipeline::all_problems(&loaded.problems, &translation) {
@@ -58,7 +67,9 @@ pub fn translate(dir: &Path, gateway: &str, format: Format, show_secrets: bool) 
     }
     let Some(fleet) = translation.fleets.get(gateway) else {
         let known: Vec<&str> = translation.fleets.keys().map(String::as_str).collect();
-        bail!("no fleet {gateway:?}: it must be a Gateway of a Portico GatewayClass (fleets: {known:?})");
+        bail!(
+            "no fleet {gateway:?}: it must be a Gateway of a Portico GatewayClass (fleets: {known:?})"
+        );
     };
     let mut value = fleet.to_json();
     if !show_secrets {

@@ -54,29 +54,50 @@ pub fn proxy_status_json(cache: &portico_xds::Cache) -> Value {
 }
 
 fn humantime(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Renders nodes as aligned columns.
 pub fn table(nodes: &[Value]) -> String {
     let mut rows = vec![
-        ["NODE", "FLEET", "VARIANT", "CDS", "EDS", "LDS", "RDS", "SDS"].map(String::from).to_vec(),
+        [
+            "NODE", "FLEET", "VARIANT", "CDS", "EDS", "LDS", "RDS", "SDS",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for n in nodes {
         let mut fleet = n["fleet"].as_str().unwrap_or("").to_string();
         if n["known_fleet"] == false {
             fleet.push_str(" (unknown fleet)");
         }
-        let mut row = vec![n["node"].as_str().unwrap_or("").to_string(), fleet, n["variant"].as_str().unwrap_or("").to_string()];
+        let mut row = vec![
+            n["node"].as_str().unwrap_or("").to_string(),
+            fleet,
+            n["variant"].as_str().unwrap_or("").to_string(),
+        ];
         for (short, _) in TYPES {
-            row.push(n["types"][short]["state"].as_str().unwrap_or("NOT_SENT").replace('_', " "));
+            row.push(
+                n["types"][short]["state"]
+                    .as_str()
+                    .unwrap_or("NOT_SENT")
+                    .replace('_', " "),
+            );
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }

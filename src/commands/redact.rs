@@ -27,7 +27,10 @@ fn redact_data_sources(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
-                if matches!(key.as_str(), "inline_bytes" | "inline_string" | "inlineBytes" | "inlineString") {
+                if matches!(
+                    key.as_str(),
+                    "inline_bytes" | "inline_string" | "inlineBytes" | "inlineString"
+                ) {
                     *child = Value::String("[redacted]".into());
                 } else {
                     redact_data_sources(child);

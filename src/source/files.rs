@@ -40,7 +40,10 @@ pub struct DirSource {
 
 impl DirSource {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), files: BTreeMap::new() }
+        Self {
+            root: root.into(),
+            files: BTreeMap::new(),
+        }
     }
 
     /// Reads the directory again. Unchanged files are not parsed again.
@@ -83,7 +86,9 @@ impl DirSource {
                         line: Some(doc.line),
                         object: Some(doc.key.clone()),
                         field: "metadata.name".into(),
-                        message: format!("duplicate object, first defined in {first}; this one is ignored"),
+                        message: format!(
+                            "duplicate object, first defined in {first}; this one is ignored"
+                        ),
                     });
                     continue;
                 }
@@ -129,7 +134,8 @@ fn with_last_good_note(problems: Vec<Problem>, had_good: bool) -> Vec<Problem> {
     problems
         .into_iter()
         .map(|mut p| {
-            p.message.push_str(" (the file's last good content keeps serving)");
+            p.message
+                .push_str(" (the file's last good content keeps serving)");
             p
         })
         .collect()
@@ -147,7 +153,9 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
         }
         let path = entry.path();
         // Follows symlinks: mounted ConfigMaps link each file into a hidden folder.
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if meta.is_dir() {
             collect_yaml_files(&path, out)?;
         } else if is_yaml(&name) {
@@ -185,7 +193,12 @@ mod tests {
     const ROUTE_B: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: b\n  namespace: default\nspec:\n  hostnames: [b.example]\n";
 
     fn names(loaded: &Loaded) -> Vec<String> {
-        let mut names: Vec<String> = loaded.resources.http_routes.iter().filter_map(|r| r.metadata.name.clone()).collect();
+        let mut names: Vec<String> = loaded
+            .resources
+            .http_routes
+            .iter()
+            .filter_map(|r| r.metadata.name.clone())
+            .collect();
         names.sort();
         names
     }
@@ -219,7 +232,10 @@ mod tests {
         assert_eq!(names(&loaded), ["a", "b"]);
         assert!(loaded.unreadable());
         let problem = loaded.problems[0].to_string();
-        assert!(problem.starts_with(&format!("{}:", file.display())), "{problem}");
+        assert!(
+            problem.starts_with(&format!("{}:", file.display())),
+            "{problem}"
+        );
 
         std::fs::write(&file, ROUTE_A).unwrap();
         let loaded = source.load();
@@ -249,9 +265,24 @@ mod tests {
         std::fs::write(&file, format!("{bad_a}---\n{ROUTE_B}")).unwrap();
         let loaded = source.load();
         assert_eq!(names(&loaded), ["a", "b"]);
-        let a = loaded.resources.http_routes.iter().find(|r| r.metadata.name.as_deref() == Some("a")).unwrap();
-        assert_eq!(a.spec.hostnames.as_deref(), Some(&["a.example".to_string()][..]));
-        assert!(loaded.problems.iter().any(|p| p.kind == ProblemKind::Invalid), "{:?}", loaded.problems);
+        let a = loaded
+            .resources
+            .http_routes
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some("a"))
+            .unwrap();
+        assert_eq!(
+            a.spec.hostnames.as_deref(),
+            Some(&["a.example".to_string()][..])
+        );
+        assert!(
+            loaded
+                .problems
+                .iter()
+                .any(|p| p.kind == ProblemKind::Invalid),
+            "{:?}",
+            loaded.problems
+        );
         assert!(!loaded.unreadable());
     }
 
@@ -263,7 +294,11 @@ mod tests {
         let mut source = DirSource::new(dir.path());
         let loaded = source.load();
         assert_eq!(names(&loaded), ["a"]);
-        assert!(loaded.problems[0].message.contains("duplicate"), "{:?}", loaded.problems);
+        assert!(
+            loaded.problems[0].message.contains("duplicate"),
+            "{:?}",
+            loaded.problems
+        );
         std::fs::remove_file(dir.path().join("1.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("2.yaml")).unwrap();
         assert!(names(&source.load()).is_empty());

@@ -61,7 +61,10 @@ fn is_relevant(event: &notify::Event) -> bool {
         return false;
     }
     event.paths.iter().any(|path| {
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         super::files::is_yaml(&name) || path.extension().is_none() || name.starts_with("..data")
     })
 }
