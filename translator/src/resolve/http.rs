@@ -80,6 +80,13 @@ pub fn compile_http(
     ));
     for (i, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
+        if rule.session_persistence.is_some() {
+            out.notes.push((
+                format!("{field}.sessionPersistence"),
+                "session persistence is not supported; ignored".into(),
+                true,
+            ));
+        }
         let mut matches = Vec::new();
         for m in &rule.matches {
             let path = m.path.clone().unwrap_or_default();

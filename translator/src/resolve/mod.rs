@@ -1,11 +1,14 @@
 //! Stage one: Gateway API resources -> IR + status.
 
+pub mod addresses;
 pub mod attach;
 pub mod backend_tls;
 pub mod backends;
 pub mod build;
 pub mod context;
 pub mod gateway;
+pub mod gateway_status;
+pub mod gateway_tls;
 pub mod http;
 pub mod listener;
 pub mod model;
@@ -126,7 +129,7 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
                 &clusters,
             ),
         );
-        statuses.push(gateway::gateway_status(gw));
+        statuses.push(gateway_status::gateway_status(gw));
         for (i, l) in gw.listeners.iter().enumerate() {
             // Index among the listeners of the same owner (the Gateway or one ListenerSet).
             let index = gw.listeners[..i]
@@ -150,7 +153,7 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
         }
     }
     for set in &sets {
-        statuses.push(gateway::listener_set_status(set, &gateways));
+        statuses.push(gateway_status::listener_set_status(set, &gateways));
         if let Some((reason, msg)) = &set.not_accepted {
             ctx.report(
                 &set.key,

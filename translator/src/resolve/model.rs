@@ -239,6 +239,7 @@ pub struct HttpRule {
     pub backend_refs: Vec<BackendRef>,
     pub timeouts: Option<Timeouts>,
     pub retry: Option<RetrySpec>,
+    pub session_persistence: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]

@@ -397,9 +397,9 @@ fn cors_policy(c: &ir::Cors) -> CorsPolicy {
                 }
             })
             .collect(),
-        allow_methods: c.allow_methods.join(","),
-        allow_headers: c.allow_headers.join(","),
-        expose_headers: c.expose_headers.join(","),
+        allow_methods: c.allow_methods.join(", "),
+        allow_headers: c.allow_headers.join(", "),
+        expose_headers: c.expose_headers.join(", "),
         max_age: c.max_age.map(|m| m.to_string()).unwrap_or_default(),
         allow_credentials: c.allow_credentials.then_some(BoolValue { value: true }),
         // A preflight from an origin that is not allowed is answered here, never forwarded.
