@@ -2,8 +2,9 @@
 //! echo server, a harness that runs the real `portico` binary and real Envoy, and the
 //! conformance runner over `../shared/conformance`.
 
-pub mod echo;
-pub mod harness;
+pub mod codec;
 pub mod conformance;
+pub mod echo;
 pub mod fake_kube;
+pub mod harness;
 pub mod load;

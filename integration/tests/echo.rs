@@ -166,6 +166,7 @@ async fn tls_echo_reports_sni_over_http1_and_h2() {
     config.tls = Some(EchoTls {
         cert_pem: cert_pem.clone(),
         key_pem,
+        client_ca_pem: None,
     });
     let echo = spawn(config).await.unwrap();
     for http2 in [false, true] {
@@ -175,6 +176,7 @@ async fn tls_echo_reports_sni_over_http1_and_h2() {
             trusted_cert_pem: cert_pem.clone(),
             sni: "example.org".into(),
             http2,
+            client_cert: None,
         });
         let seen = send(echo.addr(), &request, TIMEOUT)
             .await
@@ -191,6 +193,7 @@ async fn tls_echo_reports_sni_over_http1_and_h2() {
         trusted_cert_pem: other,
         sni: "example.org".into(),
         http2: false,
+        client_cert: None,
     });
     assert!(send(echo.addr(), &request, TIMEOUT).await.is_err());
 }
@@ -220,12 +223,17 @@ async fn tcp_echo_answers_plain_and_over_tls() {
         .unwrap()
         .clone();
     let mut tls_config = config();
-    tls_config.tls = Some(EchoTls { cert_pem, key_pem });
+    tls_config.tls = Some(EchoTls {
+        cert_pem,
+        key_pem,
+        client_ca_pem: None,
+    });
     let tls = spawn_tcp(tls_config).await.unwrap();
     let options = TlsOptions {
         trusted_cert_pem: setup.client_trust_pem(),
         sni: "abc.example.com".into(),
         http2: false,
+        client_cert: None,
     };
     let probe = tcp_probe(tls.addr(), Some(&options), TIMEOUT)
         .await
@@ -260,4 +268,34 @@ async fn udp_echo_answers_each_datagram() {
         ),
         ("web-7d9f-0", "apps", "web")
     );
+}
+
+#[tokio::test]
+async fn websocket_frames_come_back() {
+    use portico_integration::echo::ws::{Frame, OP_BINARY, OP_TEXT};
+    use portico_integration::harness::ws::websocket_echo;
+
+    let echo = spawn(config()).await.unwrap();
+    let frames = [
+        Frame {
+            opcode: OP_TEXT,
+            payload: b"Websocket Support!".to_vec(),
+        },
+        Frame {
+            opcode: OP_BINARY,
+            payload: vec![1, 2, 3, 4, 5, 6, 7],
+        },
+    ];
+    let host = echo.addr().to_string();
+    websocket_echo(
+        echo.addr(),
+        &host,
+        "/ws",
+        "ws://gateway/test",
+        &frames,
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert!(echo.saw_request_to("/ws"));
 }

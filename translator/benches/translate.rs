@@ -125,4 +125,42 @@ fn one_route_change(c: &mut Criterion) {
 }
 
 criterion_group!(benches, full, one_route_change);
-criterion_main!(benches);
+fn main() {
+    if let Some(n) = std::env::var("STAGES").ok().and_then(|n| n.parse().ok()) {
+        stages(n);
+        return;
+    }
+    benches();
+    criterion::Criterion::default().configure_from_args().final_summary();
+}
+
+/// Where the time goes (`STAGES=N cargo bench -p portico-translator --bench translate`):
+/// stage one, stage two, packing, and dropping the result, for N routes.
+fn stages(n: usize) {
+    use std::time::Instant;
+    let input = resources(n, n, false);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let stage = portico_translator::resolve::run(&input, &Options::default(), &Feedback::default());
+        let t1 = t.elapsed();
+        let t = Instant::now();
+        let fleets: Vec<_> = stage
+            .ir
+            .fleets
+            .iter()
+            .map(|(name, f)| {
+                let (ns, gw) = name.split_once('/').unwrap_or(("", name));
+                portico_translator::xds::fleet_config(f, &portico_translator::ObjectKey::new("Gateway", ns, gw))
+            })
+            .collect();
+        let t2 = t.elapsed();
+        let t = Instant::now();
+        let n: usize = fleets.iter().flat_map(render::fleet_to_any).map(|(_, _, a)| a.value.len()).sum();
+        let t3 = t.elapsed();
+        let t = Instant::now();
+        drop(fleets);
+        drop(stage);
+        let t4 = t.elapsed();
+        eprintln!("stage one {t1:?}, stage two {t2:?}, pack {t3:?} ({n} bytes), drop {t4:?}");
+    }
+}

@@ -298,6 +298,14 @@ fn parse_object(mut value: Value) -> Result<Option<(ObjectKey, Object)>, Box<Pro
             meta.insert(Value::from("namespace"), Value::from(namespace.clone()));
         }
     }
+    // The API server starts every object at generation 1; a file rarely says so, and status
+    // must still carry an observedGeneration that matches.
+    if let Some(Value::Mapping(meta)) = value.get_mut("metadata") {
+        let generation = Value::from("generation");
+        if meta.get(&generation).is_none_or(Value::is_null) {
+            meta.insert(generation, Value::from(1));
+        }
+    }
     let key = ObjectKey {
         kind: kind.clone(),
         namespace,

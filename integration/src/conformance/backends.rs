@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde_json::Value;
 
+use crate::echo::dns::spawn_dns;
 use crate::echo::tcp::{TcpEchoHandle, spawn_tcp};
 use crate::echo::udp::spawn_udp;
 use crate::echo::{EchoConfig, EchoHandle, EchoTls, spawn};
@@ -80,6 +81,11 @@ impl Backends {
                 .map(|(cert_pem, key_pem)| EchoTls {
                     cert_pem: cert_pem.clone(),
                     key_pem: key_pem.clone(),
+                    client_ca_pem: deployment
+                        .client_ca_config_map
+                        .as_deref()
+                        .and_then(|cm| setup.ca_config_map(&deployment.namespace, cm))
+                        .cloned(),
                 });
             for replica in 0..deployment.replicas.max(1) {
                 let name = format!("{}-{replica}", deployment.name);
@@ -160,6 +166,12 @@ async fn start_pod(
             servers.push(Box::new(plain));
             servers.extend(tls.map(|t| Box::new(t) as Server));
             (addrs.0, addrs.1, None)
+        }
+        EchoKind::Dns => {
+            let dns = spawn_dns(config.bind).await?;
+            let addr = dns.addr();
+            servers.push(Box::new(dns));
+            (addr, None, None)
         }
         EchoKind::Udp => {
             let udp = spawn_udp(config).await?;

@@ -8,6 +8,8 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::codec::base64;
+
 const INFRA: &str = "gateway-conformance-infra";
 const APP: &str = "gateway-conformance-app-backend";
 const WEB: &str = "gateway-conformance-web-backend";
@@ -38,6 +40,12 @@ impl SetupObjects {
     /// The certificate and key of a setup-time Secret.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Pair> {
         self.secrets.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The `ca.crt` of a setup-time ConfigMap.
+    pub fn ca_config_map(&self, namespace: &str, name: &str) -> Option<&String> {
+        self.ca_config_maps
+            .get(&(namespace.to_string(), name.to_string()))
     }
 
     /// What conformance clients trust: the gateway certificate `tls-validity-checks-certificate`
@@ -214,26 +222,6 @@ fn tls_secret(namespace: &str, name: &str, (crt, key): &Pair) -> Value {
     })
 }
 
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn ca_config_map(namespace: &str, name: &str, crt: &str) -> Value {
     json!({
         "apiVersion": "v1",
@@ -246,20 +234,6 @@ fn ca_config_map(namespace: &str, name: &str, crt: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_the_rfc_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-    }
 
     #[test]
     fn generates_every_setup_object() {

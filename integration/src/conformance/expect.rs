@@ -16,6 +16,9 @@ pub struct Sent {
     pub path: String,
     pub host: Option<String>,
     pub headers: BTreeMap<String, String>,
+    /// PEM certificate the backend must report the gateway presented
+    /// (`expectedRequest.clientCertSecret`, resolved).
+    pub backend_client_cert: Option<String>,
 }
 
 /// Checks an HTTP response; `Err` says what differs.
@@ -77,6 +80,19 @@ pub fn check_http(case: &TrafficCase, sent: &Sent, response: &HttpResponse) -> R
             // The TLS server name the (TLS) backend got from the gateway.
             let sni = expected.as_ref().and_then(|e| e.sni.as_deref());
             compare("SNI", sni, &echo.sni)?;
+            if let Some(cert) = &sent.backend_client_cert {
+                let peers = echo
+                    .tls
+                    .as_ref()
+                    .map(|t| t.peer_certificates.as_slice())
+                    .unwrap_or_default();
+                if !peers.iter().any(|p| pem_body(p) == pem_body(cert)) {
+                    return Err(format!(
+                        "backend did not get the expected client certificate from the gateway ({} peer certificate(s))",
+                        peers.len()
+                    ));
+                }
+            }
             for (name, want) in &headers {
                 match echo.header(name) {
                     Some(got) if got == *want => {}
@@ -119,6 +135,14 @@ pub fn check_http(case: &TrafficCase, sent: &Sent, response: &HttpResponse) -> R
         }
     }
     Ok(())
+}
+
+/// The base64 body of a PEM block, without whitespace, for comparing certificates.
+fn pem_body(pem: &str) -> String {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----"))
+        .flat_map(|l| l.split_whitespace())
+        .collect()
 }
 
 fn compare(what: &str, want: Option<&str>, got: &str) -> Result<(), String> {
@@ -269,6 +293,7 @@ mod tests {
             path: path.into(),
             host: None,
             headers: BTreeMap::new(),
+            backend_client_cert: None,
         }
     }
 

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 
 use crate::harness::tcp::{TcpProbe, tcp_probe};
 use crate::harness::tls::{TlsOptions, connect_with_alpn};
-use crate::harness::udp::udp_exchange;
+use crate::harness::udp::{dns_query, udp_exchange};
 
 use super::case::TrafficCase;
 
@@ -26,6 +26,7 @@ pub fn tls_options(case: &TrafficCase, addr: SocketAddr, trusted_pem: &str) -> O
                 .or_else(|| request.host.clone())
                 .unwrap_or_else(|| addr.ip().to_string()),
             http2: false,
+            client_cert: None,
         })
 }
 
@@ -50,9 +51,16 @@ pub async fn attempt(
 pub async fn udp_attempt(
     case: &TrafficCase,
     addr: SocketAddr,
+    dns: bool,
     timeout: Duration,
 ) -> Result<(), String> {
-    let payload = format!("conformance {}", super::traffic::unique_id());
+    // UDPRoute sends a DNS query (to coredns) instead of the echo datagram.
+    if dns {
+        return dns_query(addr, "foo.bar.com.", timeout)
+            .await
+            .map_err(|e| format!("{e:#}"));
+    }
+    let payload = format!("conformance {}", crate::codec::unique_id());
     let answer = udp_exchange(addr, &payload, timeout)
         .await
         .map_err(|e| format!("{e:#}"))?;

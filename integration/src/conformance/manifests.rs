@@ -12,6 +12,10 @@ use serde_json::{Value, json};
 pub const GATEWAY_CLASS: &str = "portico";
 /// Portico's controllerName.
 pub const CONTROLLER: &str = "portico.dev/gateway-controller";
+/// GatewayStaticAddresses' usable address: loopback, so Envoy can bind it.
+pub const USABLE_ADDRESS: &str = "127.0.0.250";
+/// GatewayStaticAddresses' unusable address: TEST-NET-3, on no interface here.
+pub const UNUSABLE_ADDRESS: &str = "203.0.113.1";
 
 /// Parses a multi-document YAML file after replacing the runner placeholders.
 pub fn read_documents(path: &Path) -> anyhow::Result<Vec<Value>> {
@@ -23,7 +27,15 @@ pub fn read_documents(path: &Path) -> anyhow::Result<Vec<Value>> {
 pub fn parse_documents(text: &str) -> anyhow::Result<Vec<Value>> {
     let text = text
         .replace("{GATEWAY_CLASS_NAME}", GATEWAY_CLASS)
-        .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER);
+        .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER)
+        .replace(
+            r#"value: "PLACEHOLDER_USABLE_ADDRS""#,
+            &format!("{{type: IPAddress, value: {USABLE_ADDRESS}}}"),
+        )
+        .replace(
+            r#"value: "PLACEHOLDER_UNUSABLE_ADDRS""#,
+            &format!("{{type: IPAddress, value: {UNUSABLE_ADDRESS}}}"),
+        );
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value: Value = serde::Deserialize::deserialize(doc)?;
@@ -77,6 +89,8 @@ pub struct Deployment {
     pub image: String,
     /// The Secret mounted for the server certificate (echo-basic reads TLS_SERVER_CERT there).
     pub tls_secret: Option<String>,
+    /// The ConfigMap mounted for client CAs, when echo-basic is given TLS_CLIENT_CACERTS.
+    pub client_ca_config_map: Option<String>,
 }
 
 impl Deployment {
@@ -94,6 +108,11 @@ impl Deployment {
                 ))
             })
             .collect();
+        let env_has = |name: &str| {
+            container["env"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|v| v["name"] == name))
+        };
         Self {
             namespace: namespace(doc).to_string(),
             name: name(doc).to_string(),
@@ -107,11 +126,21 @@ impl Deployment {
                 .flatten()
                 .find_map(|v| v["secret"]["secretName"].as_str())
                 .map(str::to_string),
+            client_ca_config_map: template["spec"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|v| v["configMap"]["name"].as_str())
+                .filter(|_| env_has("TLS_CLIENT_CACERTS"))
+                .map(str::to_string),
         }
     }
 
     /// Which echo server stands in for it, if any.
     pub fn echo_kind(&self) -> Option<EchoKind> {
+        if self.image.contains("coredns") {
+            return Some(EchoKind::Dns);
+        }
         if !self.image.contains("echo-basic") {
             return None;
         }
@@ -139,6 +168,8 @@ pub enum EchoKind {
     Tcp,
     /// The UDP echo.
     Udp,
+    /// A DNS responder in place of coredns.
+    Dns,
 }
 
 /// echo-basic's TLS port (HTTPS_PORT / TLS_PORT default).
@@ -236,13 +267,26 @@ pub fn endpoint_slice(
 
 /// The port of a Gateway's first listener (where upstream sends requests by default).
 pub fn first_listener_port(docs: &[Value], gateway: &str) -> Option<u16> {
-    let (ns, gw) = gateway.split_once('/')?;
-    let doc = docs
+    listener_ports(docs, gateway).into_iter().next()
+}
+
+/// The ports of a Gateway's listeners, in spec order.
+pub fn listener_ports(docs: &[Value], gateway: &str) -> Vec<u16> {
+    let Some((ns, gw)) = gateway.split_once('/') else {
+        return Vec::new();
+    };
+    let Some(doc) = docs
         .iter()
-        .find(|d| kind(d) == "Gateway" && namespace(d) == ns && name(d) == gw)?;
-    doc["spec"]["listeners"][0]["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
+        .find(|d| kind(d) == "Gateway" && namespace(d) == ns && name(d) == gw)
+    else {
+        return Vec::new();
+    };
+    doc["spec"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["port"].as_u64().and_then(|p| u16::try_from(p).ok()))
+        .collect()
 }
 
 fn string_map(value: &Value) -> BTreeMap<String, String> {
@@ -296,6 +340,18 @@ spec:
         assert_eq!(deployment.replicas, 2);
         assert_eq!(docs[2]["spec"]["gatewayClassName"], GATEWAY_CLASS);
         assert_eq!(first_listener_port(&docs, "ns/gw"), Some(80));
+    }
+
+    #[test]
+    fn replaces_static_address_placeholders() {
+        let docs = parse_documents(
+            "kind: Gateway\nspec:\n  addresses:\n  - value: \"PLACEHOLDER_UNUSABLE_ADDRS\"\n  - value: \"PLACEHOLDER_USABLE_ADDRS\"\n",
+        )
+        .unwrap();
+        let addresses = &docs[0]["spec"]["addresses"];
+        assert_eq!(addresses[0]["value"], UNUSABLE_ADDRESS);
+        assert_eq!(addresses[1]["type"], "IPAddress");
+        assert_eq!(addresses[1]["value"], USABLE_ADDRESS);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The conformance runner: every `shared/conformance/cases/*.yaml`, run against the real
 //! `portico` binary and real Envoy with echo backends standing in for upstream's Deployments.
 
+pub mod applied;
 pub mod backends;
 pub mod case;
 pub mod certs;
@@ -12,5 +13,6 @@ pub mod runner;
 pub mod skip;
 pub mod status;
 pub mod traffic;
+mod weights;
 
 pub use runner::{CaseResult, Outcome, RunnerConfig, render_table, run_all};

@@ -14,6 +14,7 @@ use crate::harness::{
     ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, portico_cli, workspace_root,
 };
 
+use super::applied::{as_created, runtime_objects, unix_now};
 use super::backends::Backends;
 use super::case::{Case, load_cases};
 use super::certs::SetupObjects;
@@ -158,24 +159,34 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
     docs.extend(case_docs.iter().cloned());
     let backends = Backends::start(&docs, &shared.setup).await?;
     let mut dir = ConfigDir::new()?;
-    // Deployments stay out of Portico's input: the echo servers stand in for them.
-    let keep = |d: &&Value| kind(d) != "Deployment";
-    dir.write("00-gatewayclass.yaml", &to_yaml(&[gateway_class()])?)?;
-    dir.write("10-setup.yaml", &to_yaml(&shared.setup.objects())?)?;
-    dir.write(
-        "20-base.yaml",
-        &to_yaml(&shared.base.iter().filter(keep).cloned().collect::<Vec<_>>())?,
-    )?;
-    dir.write("30-endpoints.yaml", &to_yaml(&backends.slices)?)?;
-    dir.write(
-        "40-test.yaml",
-        &to_yaml(&case_docs.iter().filter(keep).cloned().collect::<Vec<_>>())?,
-    )?;
+    // Deployments stay out of Portico's input: the echo servers stand in for them. What the
+    // runner writes looks as if applied to a cluster: every object has a generation and a
+    // creationTimestamp, and objects the case creates at run time are a second younger.
+    let keep = |d: &Value| kind(d) != "Deployment";
+    let created = unix_now();
+    let write = |name: &str, docs: Vec<Value>, at: u64| -> anyhow::Result<()> {
+        let docs: Vec<Value> = docs.into_iter().filter(keep).collect();
+        if !docs.is_empty() {
+            dir.write(name, &to_yaml(&as_created(&docs, at))?)?;
+        }
+        Ok(())
+    };
+    write("00-gatewayclass.yaml", vec![gateway_class()], created)?;
+    write("10-setup.yaml", shared.setup.objects(), created)?;
+    write("20-base.yaml", shared.base.clone(), created)?;
+    write("30-endpoints.yaml", backends.slices.clone(), created)?;
+    write("40-test.yaml", case_docs.clone(), created)?;
+    write("50-runtime.yaml", runtime_objects(&case.notes), created + 1)?;
 
     let status = check_status(case, dir.path()).await?;
-    let mut failures = status.mismatches;
     // The generation summary goes last: it tends to repeat across tests, the rest is specific.
-    if case.cases.is_empty() {
+    let mut failures = status.mismatches;
+    // HTTPRouteBackendProtocolWebSocket's exchange is written only in its notes.
+    let websocket = case
+        .features
+        .iter()
+        .any(|f| f == "HTTPRouteBackendProtocolWebSocket");
+    if case.cases.is_empty() && !websocket {
         failures.extend(status.generation);
         return Ok(failures);
     }
@@ -202,8 +213,10 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
         default_gateway: (gateways.len() == 1).then(|| gateways[0].clone()),
         deadline: shared.config.case_deadline,
         trusted_cert_pem: shared.setup.client_trust_pem(),
+        setup: &shared.setup,
         // The case format says HTTP/2 only in notes (HTTPRouteHTTPSListenerDetectMisdirectedRequests).
         http2_over_tls: case.notes.contains("HTTP/2 over TLS"),
+        udp_dns: case.notes.contains("DNS query"),
     };
     for (index, traffic_case) in case.cases.iter().enumerate() {
         if let Err(err) = traffic.run(traffic_case).await {
@@ -221,10 +234,22 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
             break;
         }
     }
+    if websocket {
+        for gateway in &gateways {
+            let origin = format!("ws://gateway/{}", case.name);
+            if let Err(err) = traffic.websocket(gateway, &origin).await {
+                failures.push(format!("WebSocket via {gateway}: {err}"));
+            }
+        }
+    }
     failures.extend(status.generation);
     if shared.config.verbose && !failures.is_empty() {
         dir.keep_on_drop();
-        progress(&format!("--- {}: config kept in {}", case.name, dir.path().display()));
+        progress(&format!(
+            "--- {}: config kept in {}",
+            case.name,
+            dir.path().display()
+        ));
         progress(&format!(
             "--- {}: portico log ---\n{}",
             case.name,

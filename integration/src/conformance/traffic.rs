@@ -1,32 +1,30 @@
 //! Sending a case's requests through Envoy until the answers are consistently right, then the
 //! traffic split and mirror checks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::Value;
 
+use crate::echo::ws::{Frame, OP_BINARY, OP_TEXT};
 use crate::harness::Envoy;
+use crate::harness::http::default_host;
 use crate::harness::http::{HttpRequest, grpc_call, send};
-use crate::harness::tcp::tcp_probe;
-use crate::harness::tls::TlsOptions;
+use crate::harness::tls::{ClientCert, TlsOptions};
+use crate::harness::ws::websocket_echo;
 
 use super::backends::Backends;
 use super::case::TrafficCase;
+use super::certs::SetupObjects;
 use super::expect::{Sent, check_grpc, check_http};
 use super::l4;
-use super::manifests::first_listener_port;
+use super::manifests::{first_listener_port, listener_ports};
+use crate::codec::unique_id;
 
 /// Upstream's RequiredConsecutiveSuccesses.
 const CONSECUTIVE: u32 = 3;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upstream sends 500 requests per traffic-split batch, 10 at a time.
-const WEIGHT_REQUESTS: usize = 500;
-const WEIGHT_CONCURRENCY: usize = 10;
-const WEIGHT_BATCHES: usize = 3;
-const WEIGHT_TOLERANCE: f64 = 5.0;
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a traffic case needs from its test run.
 pub struct TrafficContext<'a> {
@@ -38,8 +36,12 @@ pub struct TrafficContext<'a> {
     pub deadline: Duration,
     /// The certificate HTTPS requests trust.
     pub trusted_cert_pem: String,
+    /// Setup-time Secrets (client certificates).
+    pub setup: &'a SetupObjects,
     /// HTTPS requests use HTTP/2 (ALPN h2).
     pub http2_over_tls: bool,
+    /// UDP requests are DNS queries (UDPRoute's coredns backend), not echo datagrams.
+    pub udp_dns: bool,
 }
 
 impl TrafficContext<'_> {
@@ -53,6 +55,12 @@ impl TrafficContext<'_> {
         let port = case
             .request
             .port
+            // Upstream dials the port a Host header names when the Gateway listens there
+            // (HTTPRouteListenerPortMatching).
+            .or_else(|| {
+                host_port(case.request.host.as_deref())
+                    .filter(|p| listener_ports(self.docs, &gateway).contains(p))
+            })
             .or_else(|| first_listener_port(self.docs, &gateway))
             .ok_or_else(|| format!("no port for gateway {gateway}"))?;
         let path = self
@@ -66,6 +74,32 @@ impl TrafficContext<'_> {
             self.check_weights(case, &gateway, port, weights).await?;
         }
         Ok(())
+    }
+
+    /// upstream's WebSocket exchange: a text and a binary frame on `/ws`, each echoed back.
+    pub async fn websocket(&self, gateway: &str, origin: &str) -> Result<(), String> {
+        let port = first_listener_port(self.docs, gateway)
+            .ok_or_else(|| format!("no port for gateway {gateway}"))?;
+        let frames = [
+            Frame {
+                opcode: OP_TEXT,
+                payload: b"Websocket Support!".to_vec(),
+            },
+            Frame {
+                opcode: OP_BINARY,
+                payload: vec![1, 2, 3, 4, 5, 6, 7],
+            },
+        ];
+        self.consistently(|| async {
+            let addr = self.gateway_addr(gateway, port).await?;
+            let host = default_host(addr);
+            websocket_echo(addr, &host, "/ws", origin, &frames, REQUEST_TIMEOUT)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(String::new())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Repeats `attempt` until it succeeds [`CONSECUTIVE`] times in a row or the deadline
@@ -100,7 +134,11 @@ impl TrafficContext<'_> {
     }
 
     /// Where Envoy of `gateway` listens on `port` (the address Portico gave the Gateway).
-    async fn gateway_addr(&self, gateway: &str, port: u16) -> Result<SocketAddr, String> {
+    pub(super) async fn gateway_addr(
+        &self,
+        gateway: &str,
+        port: u16,
+    ) -> Result<SocketAddr, String> {
         let envoy = self
             .envoys
             .get(gateway)
@@ -132,7 +170,7 @@ impl TrafficContext<'_> {
             }
         }
         if request.protocol.eq_ignore_ascii_case("UDP") {
-            l4::udp_attempt(&case, addr, REQUEST_TIMEOUT).await?;
+            l4::udp_attempt(&case, addr, self.udp_dns, REQUEST_TIMEOUT).await?;
             return Ok(path);
         }
         if ["TCP", "TLS"]
@@ -177,6 +215,32 @@ impl TrafficContext<'_> {
             request.method.clone()
         };
         let https = request.protocol.eq_ignore_ascii_case("HTTPS");
+        let client_cert = match request.client_cert_secret.as_deref() {
+            Some(reference) => {
+                let (ns, name) = reference.split_once('/').unwrap_or(("", reference));
+                let (cert_pem, key_pem) = self
+                    .setup
+                    .secret(ns, name)
+                    .ok_or_else(|| format!("no setup-time Secret {reference}"))?;
+                Some(ClientCert::new(cert_pem, key_pem))
+            }
+            None => None,
+        };
+        let backend_client_cert = match case
+            .expected_request
+            .as_ref()
+            .and_then(|e| e.client_cert_secret.as_deref())
+        {
+            Some(reference) => {
+                let (ns, name) = reference.split_once('/').unwrap_or(("", reference));
+                let (cert_pem, _) = self
+                    .setup
+                    .secret(ns, name)
+                    .ok_or_else(|| format!("no setup-time Secret {reference}"))?;
+                Some(cert_pem.clone())
+            }
+            None => None,
+        };
         let tls = https.then(|| TlsOptions {
             trusted_cert_pem: self.trusted_cert_pem.clone(),
             sni: request
@@ -185,6 +249,7 @@ impl TrafficContext<'_> {
                 .or_else(|| request.host.clone())
                 .unwrap_or_else(|| addr.ip().to_string()),
             http2: self.http2_over_tls,
+            client_cert: client_cert.clone(),
         });
         let http_request = HttpRequest {
             method: method.clone(),
@@ -217,8 +282,15 @@ impl TrafficContext<'_> {
             path: path.clone(),
             host: request.host.clone(),
             headers: request.headers.clone(),
+            backend_client_cert,
         };
         check_http(&case, &sent, &response)?;
+        // Upstream also asserts that the gateway asked for the certificate it was given.
+        if let Some(cert) = &client_cert
+            && !cert.was_requested()
+        {
+            return Err("the gateway did not ask for a client certificate".into());
+        }
         Ok(path)
     }
 
@@ -245,91 +317,6 @@ impl TrafficContext<'_> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-
-    async fn check_weights(
-        &self,
-        case: &TrafficCase,
-        gateway: &str,
-        port: u16,
-        weights: &BTreeMap<String, u32>,
-    ) -> Result<(), String> {
-        let addr = self.gateway_addr(gateway, port).await?;
-        let total_weight: u32 = weights.values().sum();
-        let mut last = String::new();
-        let l4 = ["TCP", "TLS"]
-            .iter()
-            .any(|p| case.request.protocol.eq_ignore_ascii_case(p));
-        let tls = l4::tls_options(case, addr, &self.trusted_cert_pem);
-        for _ in 0..WEIGHT_BATCHES {
-            let request = HttpRequest {
-                method: "GET".into(),
-                path: case.request.path.clone(),
-                host: case.request.host.clone(),
-                headers: Vec::new(),
-                http2: false,
-                tls: None,
-            };
-            let answers: Vec<Option<String>> = futures::stream::iter(0..WEIGHT_REQUESTS)
-                .map(|_| {
-                    let request = request.clone();
-                    let tls = tls.clone();
-                    async move {
-                        if l4 {
-                            let probe =
-                                tcp_probe(addr, tls.as_ref(), REQUEST_TIMEOUT).await.ok()?;
-                            return Some(probe.assertions.pod);
-                        }
-                        let response = send(addr, &request, REQUEST_TIMEOUT).await.ok()?;
-                        response.echo().map(|e| e.pod)
-                    }
-                })
-                .buffer_unordered(WEIGHT_CONCURRENCY)
-                .collect()
-                .await;
-            let mut counts: HashMap<String, usize> = HashMap::new();
-            for answer in &answers {
-                let key = match answer {
-                    Some(pod) => self.backends.deployment_of(pod).unwrap_or(pod).to_string(),
-                    None => "<no echo>".to_string(),
-                };
-                *counts.entry(key).or_default() += 1;
-            }
-            match judge_weights(&counts, weights, total_weight) {
-                Ok(()) => return Ok(()),
-                Err(err) => last = err,
-            }
-        }
-        Err(last)
-    }
-}
-
-/// Percentages within tolerance, nothing for weight 0, nothing from unnamed backends.
-fn judge_weights(
-    counts: &HashMap<String, usize>,
-    weights: &BTreeMap<String, u32>,
-    total_weight: u32,
-) -> Result<(), String> {
-    let total: usize = counts.values().sum();
-    let mut sorted: Vec<_> = counts.iter().collect();
-    sorted.sort();
-    for (backend, _) in &sorted {
-        if !weights.contains_key(backend.as_str()) {
-            return Err(format!(
-                "traffic split {sorted:?}: {backend} is not a weighted backend"
-            ));
-        }
-    }
-    for (backend, weight) in weights {
-        let got = counts.get(backend).copied().unwrap_or(0);
-        let percent = 100.0 * got as f64 / total.max(1) as f64;
-        let want = 100.0 * f64::from(*weight) / f64::from(total_weight.max(1));
-        if (*weight == 0 && got > 0) || (percent - want).abs() > WEIGHT_TOLERANCE {
-            return Err(format!(
-                "traffic split {sorted:?} of {total}: {backend} got {percent:.1}%, want {want:.1}%"
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn append_query(path: &str, param: &str) -> String {
@@ -337,52 +324,9 @@ fn append_query(path: &str, param: &str) -> String {
     format!("{path}{separator}{param}")
 }
 
-/// A random UUID-shaped id (std's per-process hasher keys are random).
-pub fn unique_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    let a = hasher.finish();
-    hasher.write_u64(a);
-    let b = hasher.finish();
-    let hex = format!("{a:016x}{b:016x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn judges_weights_with_tolerance() {
-        let weights: BTreeMap<String, u32> = [
-            ("a".to_string(), 70),
-            ("b".to_string(), 30),
-            ("c".to_string(), 0),
-        ]
-        .into();
-        let counts = |a, b, c| -> HashMap<String, usize> {
-            [
-                ("a".to_string(), a),
-                ("b".to_string(), b),
-                ("c".to_string(), c),
-            ]
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .collect()
-        };
-        assert!(judge_weights(&counts(345, 155, 0), &weights, 100).is_ok());
-        assert!(judge_weights(&counts(300, 200, 0), &weights, 100).is_err());
-        assert!(judge_weights(&counts(349, 150, 1), &weights, 100).is_err());
-    }
 
     #[test]
     fn ids_are_unique_and_uuid_shaped() {
@@ -392,4 +336,10 @@ mod tests {
         assert_eq!(append_query("/p", "x=1"), "/p?x=1");
         assert_eq!(append_query("/p?a=b", "x=1"), "/p?a=b&x=1");
     }
+}
+
+/// The explicit port of a `host:port` Host header, if any.
+fn host_port(host: Option<&str>) -> Option<u16> {
+    let (_, port) = host?.rsplit_once(':')?;
+    port.parse().ok()
 }

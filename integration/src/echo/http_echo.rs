@@ -38,6 +38,8 @@ pub struct EchoedRequest {
 #[serde(default, rename_all = "camelCase")]
 pub struct TlsInfo {
     pub server_name: String,
+    /// PEM certificates the client (the gateway) presented.
+    pub peer_certificates: Vec<String>,
 }
 
 impl EchoedRequest {
@@ -173,6 +175,7 @@ fn echo<B>(state: &EchoState, conn: &Conn, req: &Request<B>, uri: String) -> Res
         sni: conn.sni.clone().unwrap_or_default(),
         tls: conn.tls.then(|| TlsInfo {
             server_name: conn.sni.clone().unwrap_or_default(),
+            peer_certificates: conn.peer_certs.clone(),
         }),
     };
     let body = serde_json::to_vec_pretty(&echoed).unwrap_or_default();

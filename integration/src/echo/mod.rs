@@ -4,12 +4,14 @@
 //! `Echoing back request made to <path> to client (<peer>)` in memory, which is how tests see
 //! mirrored requests.
 
+pub mod dns;
 mod duration;
 pub mod grpc;
 mod http_echo;
 pub mod tcp;
 mod tls;
 pub mod udp;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -152,6 +154,8 @@ pub(crate) struct Conn {
     /// The SNI the client sent, when the connection is TLS.
     pub(crate) sni: Option<String>,
     pub(crate) tls: bool,
+    /// PEM of the certificates a TLS client presented.
+    pub(crate) peer_certs: Vec<String>,
     reset: Arc<Notify>,
 }
 
@@ -183,6 +187,7 @@ async fn serve_connection(
         peer,
         sni: None,
         tls: acceptor.is_some(),
+        peer_certs: Vec::new(),
         reset: Arc::new(Notify::new()),
     };
     match acceptor {
@@ -190,7 +195,14 @@ async fn serve_connection(
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
-            conn.sni = tls.get_ref().1.server_name().map(str::to_string);
+            let session = tls.get_ref().1;
+            conn.sni = session.server_name().map(str::to_string);
+            conn.peer_certs = session
+                .peer_certificates()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| tls::pem(c.as_ref()))
+                .collect();
             serve_io(TokioIo::new(tls), conn, dup, state).await;
         }
         None => serve_io(TokioIo::new(stream), conn, dup, state).await,
@@ -232,6 +244,14 @@ async fn handle(
         let (parts, body) = req.into_parts();
         let _ = body.collect().await;
         return grpc::respond(&state, &http::Request::from_parts(parts, ()));
+    }
+    if req.uri().path() == "/ws" && ws::is_upgrade(&req) {
+        let uri = req.uri().to_string();
+        state.record(format!(
+            "Echoing back request made to {uri} to client ({})",
+            conn.peer
+        ));
+        return ws::accept(req);
     }
     http_echo::respond(&state, &conn, req).await
 }

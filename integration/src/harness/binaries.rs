@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -11,6 +12,9 @@ pub fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.parent().unwrap_or(here).to_path_buf()
 }
+
+/// Longest a fallback `cargo build -p portico` may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 
 static PORTICO: Mutex<Option<PathBuf>> = Mutex::new(None);
 static ENVOY: Mutex<Option<PathBuf>> = Mutex::new(None);
@@ -51,17 +55,32 @@ pub fn portico_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Builds the binary, bounded in time: should Cargo still hold the build directory lock for
+/// the running `cargo test`, this fails with advice instead of waiting forever.
 fn build_portico() -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
+    let mut child = Command::new(cargo)
         .args(["build", "-p", "portico", "--bin", "portico"])
         .current_dir(workspace_root())
-        .status()
+        .spawn()
         .context("running cargo build -p portico")?;
-    if !status.success() {
-        bail!("cargo build -p portico failed: {status}");
+    let deadline = Instant::now() + BUILD_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("cargo build -p portico failed: {status}");
+            }
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "cargo build -p portico did not finish in {BUILD_TIMEOUT:?}; run it before the tests"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(())
 }
 
 /// `$PORTICO_ENVOY`, else the path printed by `scripts/setup-envoy.sh` (which installs the

@@ -8,6 +8,7 @@ mod portico;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+pub mod ws;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

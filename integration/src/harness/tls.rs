@@ -3,14 +3,16 @@
 //! and ALPN.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, anyhow};
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -25,6 +27,61 @@ pub struct TlsOptions {
     pub sni: String,
     /// Offer `h2` (instead of `http/1.1`) in ALPN.
     pub http2: bool,
+    /// A certificate to present when the server asks for one.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate, and whether a server asked for it.
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    requested: Arc<AtomicBool>,
+}
+
+impl ClientCert {
+    pub fn new(cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        Self {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+            requested: Arc::default(),
+        }
+    }
+
+    /// Whether a server has asked for this certificate (sent a CertificateRequest).
+    pub fn was_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    fn resolver(&self, provider: &CryptoProvider) -> anyhow::Result<RecordingResolver> {
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("client certificate PEM: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| anyhow!("client key PEM: {e}"))?;
+        Ok(RecordingResolver {
+            key: Arc::new(CertifiedKey::from_der(chain, key, provider)?),
+            requested: self.requested.clone(),
+        })
+    }
+}
+
+/// Presents the certificate and notes that the server asked for it.
+#[derive(Debug)]
+struct RecordingResolver {
+    key: Arc<CertifiedKey>,
+    requested: Arc<AtomicBool>,
+}
+
+impl ResolvesClientCert for RecordingResolver {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.requested.store(true, Ordering::SeqCst);
+        Some(self.key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// Opens TLS over `stream` per `options`.
@@ -61,11 +118,14 @@ pub async fn connect_with_alpn(
         webpki,
         provider: provider.clone(),
     };
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match &options.client_cert {
+        Some(cert) => builder.with_client_cert_resolver(Arc::new(cert.resolver(&provider)?)),
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = match alpn {
         Some(true) => vec![b"h2".to_vec()],
         Some(false) => vec![b"http/1.1".to_vec()],

@@ -51,19 +51,29 @@ pub fn summarize(any: &Any) -> Summary {
                 let children = if !eds {
                     Vec::new()
                 } else {
-                    match c.eds_cluster_config.as_ref().map(|e| e.service_name.clone()) {
+                    match c
+                        .eds_cluster_config
+                        .as_ref()
+                        .map(|e| e.service_name.clone())
+                    {
                         Some(service) if !service.is_empty() => vec![service],
                         _ => vec![c.name.clone()],
                     }
                 };
-                Summary { name: c.name, children }
+                Summary {
+                    name: c.name,
+                    children,
+                }
             }
             Err(_) => Summary::default(),
         },
         LISTENER => match Listener::decode(bytes) {
             Ok(l) => {
                 let mut children = Vec::new();
-                let chains = l.filter_chains.iter().chain(l.default_filter_chain.as_ref());
+                let chains = l
+                    .filter_chains
+                    .iter()
+                    .chain(l.default_filter_chain.as_ref());
                 for f in chains.flat_map(|c| &c.filters) {
                     if let Some(filter::ConfigType::TypedConfig(typed)) = &f.config_type
                         && typed.type_url == HCM
@@ -75,13 +85,23 @@ pub fn summarize(any: &Any) -> Summary {
                 }
                 children.sort();
                 children.dedup();
-                Summary { name: l.name, children }
+                Summary {
+                    name: l.name,
+                    children,
+                }
             }
             Err(_) => Summary::default(),
         },
-        ROUTE => Summary { name: RouteConfiguration::decode(bytes).map(|r| r.name).unwrap_or_default(), children: vec![] },
+        ROUTE => Summary {
+            name: RouteConfiguration::decode(bytes)
+                .map(|r| r.name)
+                .unwrap_or_default(),
+            children: vec![],
+        },
         ENDPOINT => Summary {
-            name: ClusterLoadAssignment::decode(bytes).map(|c| c.cluster_name).unwrap_or_default(),
+            name: ClusterLoadAssignment::decode(bytes)
+                .map(|c| c.cluster_name)
+                .unwrap_or_default(),
             children: vec![],
         },
         _ => Summary::default(),
@@ -123,17 +143,36 @@ pub struct Decoder {
 impl Decoder {
     pub fn sotw(&self, type_url: &str, version: &str, resources: &[Any]) -> Arc<[Summary]> {
         self.responses
-            .get((type_url.to_string(), version.to_string()), || resources.iter().map(summarize).collect())
+            .get((type_url.to_string(), version.to_string()), || {
+                resources.iter().map(summarize).collect()
+            })
     }
 
-    pub fn delta_children(&self, type_url: &str, name: &str, version: &str, body: Option<&Any>) -> Arc<[String]> {
-        self.resources.get((type_url.to_string(), name.to_string(), version.to_string()), || {
-            body.map(|b| summarize(b).children).unwrap_or_default().into()
-        })
+    pub fn delta_children(
+        &self,
+        type_url: &str,
+        name: &str,
+        version: &str,
+        body: Option<&Any>,
+    ) -> Arc<[String]> {
+        self.resources.get(
+            (type_url.to_string(), name.to_string(), version.to_string()),
+            || {
+                body.map(|b| summarize(b).children)
+                    .unwrap_or_default()
+                    .into()
+            },
+        )
     }
 
     /// Whether `marker` occurs in any of `bodies`; `key` names the content (a version).
-    pub fn has_marker<'a>(&self, probe: u64, key: String, marker: &[u8], bodies: impl Iterator<Item = &'a Any>) -> bool {
+    pub fn has_marker<'a>(
+        &self,
+        probe: u64,
+        key: String,
+        marker: &[u8],
+        bodies: impl Iterator<Item = &'a Any>,
+    ) -> bool {
         self.markers.get((probe, key), || {
             let finder = memchr::memmem::Finder::new(marker);
             bodies.into_iter().any(|b| finder.find(&b.value).is_some())

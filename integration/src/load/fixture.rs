@@ -92,7 +92,10 @@ pub fn route_yaml(name: &str, path: &str, backend: &str) -> String {
 
 /// Writes a file atomically (temp file + rename), so the watcher never reads half of it.
 pub fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).context("file name")?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("file name")?;
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)?;

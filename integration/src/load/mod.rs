@@ -69,7 +69,9 @@ impl LoadConfig {
 
 /// Runs the whole scenario; the report says what completed (check [`Report::complete`]).
 pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
-    let dir = tempfile::Builder::new().prefix("portico-load-config-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("portico-load-config-")
+        .tempdir()?;
     let fixture = Fixture {
         routes: config.routes,
         backends: config.backends,
@@ -81,7 +83,12 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
     let portico = PorticoProcess::start(&config.portico, dir.path(), config.deadline).await?;
     let memory = || Memory::of(portico.pid).unwrap_or_default();
     let mut report = Report {
-        variant: if config.delta { "delta ADS" } else { "SotW ADS" }.into(),
+        variant: if config.delta {
+            "delta ADS"
+        } else {
+            "SotW ADS"
+        }
+        .into(),
         streams: config.streams,
         routes: config.routes,
         backends: config.backends,
@@ -96,15 +103,20 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
     let mut nodes = JoinSet::new();
     for i in 0..config.streams {
         let channel = channels[i / config.streams_per_connection.max(1)].clone();
-        nodes.spawn(node::run(channel, format!("load-{i}"), config.delta, shared.clone()));
+        nodes.spawn(node::run(
+            channel,
+            format!("load-{i}"),
+            config.delta,
+            shared.clone(),
+        ));
     }
     report.synced = shared.wait_synced(config.streams, config.deadline).await;
     report.sync_wall_ms = started.elapsed().as_secs_f64() * 1e3;
     report.sync = Latency::of(&shared.sync_times());
     report.sync_bytes = shared.received_bytes();
     report.rss_synced = memory();
-    report.kib_per_stream =
-        (report.rss_synced.rss_kib as f64 - report.rss_before.rss_kib as f64) / config.streams.max(1) as f64;
+    report.kib_per_stream = (report.rss_synced.rss_kib as f64 - report.rss_before.rss_kib as f64)
+        / config.streams.max(1) as f64;
 
     let mut all = Vec::new();
     let mut slowest = Vec::new();
@@ -142,7 +154,9 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
 
 /// One HTTP/2 connection per `streams_per_connection` streams, opened a few at a time.
 async fn connect(xds: SocketAddr, config: &LoadConfig) -> anyhow::Result<Vec<Channel>> {
-    let count = config.streams.div_ceil(config.streams_per_connection.max(1));
+    let count = config
+        .streams
+        .div_ceil(config.streams_per_connection.max(1));
     let endpoint = Endpoint::from_shared(format!("http://{xds}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
@@ -153,7 +167,10 @@ async fn connect(xds: SocketAddr, config: &LoadConfig) -> anyhow::Result<Vec<Cha
         let limit = limit.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await?;
-            let channel = endpoint.connect().await.with_context(|| format!("connecting to {xds}"))?;
+            let channel = endpoint
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {xds}"))?;
             anyhow::Ok((i, channel))
         });
     }

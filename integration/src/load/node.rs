@@ -37,7 +37,11 @@ pub async fn run(channel: Channel, id: String, delta: bool, shared: Arc<Shared>)
 }
 
 fn node(id: &str, shared: &Shared) -> Node {
-    Node { id: id.to_string(), cluster: shared.fleet.clone(), ..Default::default() }
+    Node {
+        id: id.to_string(),
+        cluster: shared.fleet.clone(),
+        ..Default::default()
+    }
 }
 
 /// Sync and probe bookkeeping common to both variants.
@@ -86,12 +90,17 @@ struct SotwType {
 async fn run_sotw(channel: Channel, id: &str, shared: &Shared) -> anyhow::Result<()> {
     let started = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
-    let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     // Envoy sends its node only on the first request (Portico's bootstrap sets
     // set_node_on_first_message_only).
     for (i, type_url) in [CLUSTER, LISTENER].into_iter().enumerate() {
         let node = (i == 0).then(|| node(id, shared));
-        tx.send(DiscoveryRequest { node, type_url: type_url.into(), ..Default::default() })?;
+        tx.send(DiscoveryRequest {
+            node,
+            type_url: type_url.into(),
+            ..Default::default()
+        })?;
     }
     let mut responses = client
         .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
@@ -99,17 +108,29 @@ async fn run_sotw(channel: Channel, id: &str, shared: &Shared) -> anyhow::Result
         .context("opening the ADS stream")?
         .into_inner();
     let mut types: BTreeMap<&'static str, SotwType> = BTreeMap::new();
-    let mut progress = Progress { started, synced: false, probed: 0 };
+    let mut progress = Progress {
+        started,
+        synced: false,
+        probed: 0,
+    };
     while let Some(response) = responses.message().await.context("ADS stream")? {
-        shared.bytes.fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
+        shared
+            .bytes
+            .fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
         shared.responses.fetch_add(1, Ordering::Relaxed);
         on_sotw_response(&tx, &mut types, shared, &response)?;
         progress.check_probe(shared, |probe, marker| {
             let key = format!("{}@{}", response.type_url, response.version_info);
-            shared.decoder.has_marker(probe, key, marker, response.resources.iter())
+            shared
+                .decoder
+                .has_marker(probe, key, marker, response.resources.iter())
         });
-        let complete = [CLUSTER, LISTENER].iter().all(|t| types.get(t).is_some_and(|s| s.acked))
-            && [ENDPOINT, ROUTE].iter().all(|t| types.get(t).is_none_or(|s| s.names.is_subset(&s.received)));
+        let complete = [CLUSTER, LISTENER]
+            .iter()
+            .all(|t| types.get(t).is_some_and(|s| s.acked))
+            && [ENDPOINT, ROUTE]
+                .iter()
+                .all(|t| types.get(t).is_none_or(|s| s.names.is_subset(&s.received)));
         progress.check_sync(shared, complete);
     }
     anyhow::bail!("server closed the stream")
@@ -121,13 +142,21 @@ fn on_sotw_response(
     shared: &Shared,
     response: &DiscoveryResponse,
 ) -> anyhow::Result<()> {
-    let Some(type_url) = [CLUSTER, ENDPOINT, LISTENER, ROUTE].into_iter().find(|t| *t == response.type_url) else {
+    let Some(type_url) = [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+        .into_iter()
+        .find(|t| *t == response.type_url)
+    else {
         anyhow::bail!("unexpected type {}", response.type_url);
     };
-    let summaries = shared.decoder.sotw(type_url, &response.version_info, &response.resources);
+    let summaries = shared
+        .decoder
+        .sotw(type_url, &response.version_info, &response.resources);
     // Subscribe to new children before ACKing the parent, as Envoy does while it warms them.
     if let Some(child) = child_type(type_url) {
-        let wanted: BTreeSet<String> = summaries.iter().flat_map(|s| s.children.iter().cloned()).collect();
+        let wanted: BTreeSet<String> = summaries
+            .iter()
+            .flat_map(|s| s.children.iter().cloned())
+            .collect();
         let state = types.entry(child).or_default();
         if wanted != state.names {
             state.names = wanted;
@@ -144,7 +173,9 @@ fn on_sotw_response(
     state.version = response.version_info.clone();
     state.nonce = response.nonce.clone();
     state.acked = true;
-    state.received.extend(summaries.iter().map(|s| s.name.clone()));
+    state
+        .received
+        .extend(summaries.iter().map(|s| s.name.clone()));
     tx.send(DiscoveryRequest {
         version_info: state.version.clone(),
         response_nonce: state.nonce.clone(),
@@ -171,10 +202,15 @@ struct DeltaType {
 async fn run_delta(channel: Channel, id: &str, shared: &Shared) -> anyhow::Result<()> {
     let started = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
-    let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     for (i, type_url) in [CLUSTER, LISTENER].into_iter().enumerate() {
         let node = (i == 0).then(|| node(id, shared));
-        tx.send(DeltaDiscoveryRequest { node, type_url: type_url.into(), ..Default::default() })?;
+        tx.send(DeltaDiscoveryRequest {
+            node,
+            type_url: type_url.into(),
+            ..Default::default()
+        })?;
     }
     let mut responses = client
         .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
@@ -182,22 +218,34 @@ async fn run_delta(channel: Channel, id: &str, shared: &Shared) -> anyhow::Resul
         .context("opening the delta ADS stream")?
         .into_inner();
     let mut types: BTreeMap<&'static str, DeltaType> = BTreeMap::new();
-    let mut progress = Progress { started, synced: false, probed: 0 };
+    let mut progress = Progress {
+        started,
+        synced: false,
+        probed: 0,
+    };
     while let Some(response) = responses.message().await.context("delta ADS stream")? {
-        shared.bytes.fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
+        shared
+            .bytes
+            .fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
         shared.responses.fetch_add(1, Ordering::Relaxed);
         on_delta_response(&tx, &mut types, shared, &response)?;
         progress.check_probe(shared, |probe, marker| {
             response.resources.iter().any(|r| {
                 let key = format!("{}@{}@{}", response.type_url, r.name, r.version);
-                shared.decoder.has_marker(probe, key, marker, r.resource.iter())
+                shared
+                    .decoder
+                    .has_marker(probe, key, marker, r.resource.iter())
             })
         });
-        let complete = [CLUSTER, LISTENER].iter().all(|t| types.get(t).is_some_and(|s| s.answered))
+        let complete = [CLUSTER, LISTENER]
+            .iter()
+            .all(|t| types.get(t).is_some_and(|s| s.answered))
             && [ENDPOINT, ROUTE].iter().all(|t| {
-                types
-                    .get(t)
-                    .is_none_or(|s| s.names.iter().all(|n| s.held.contains_key(n) || s.absent.contains(n)))
+                types.get(t).is_none_or(|s| {
+                    s.names
+                        .iter()
+                        .all(|n| s.held.contains_key(n) || s.absent.contains(n))
+                })
             });
         progress.check_sync(shared, complete);
     }
@@ -210,22 +258,34 @@ fn on_delta_response(
     shared: &Shared,
     response: &DeltaDiscoveryResponse,
 ) -> anyhow::Result<()> {
-    let Some(type_url) = [CLUSTER, ENDPOINT, LISTENER, ROUTE].into_iter().find(|t| *t == response.type_url) else {
+    let Some(type_url) = [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+        .into_iter()
+        .find(|t| *t == response.type_url)
+    else {
         anyhow::bail!("unexpected type {}", response.type_url);
     };
     let state = types.entry(type_url).or_default();
     state.answered = true;
     for r in &response.resources {
-        let children = shared.decoder.delta_children(type_url, &r.name, &r.version, r.resource.as_ref());
+        let children =
+            shared
+                .decoder
+                .delta_children(type_url, &r.name, &r.version, r.resource.as_ref());
         state.absent.remove(&r.name);
-        state.held.insert(r.name.clone(), (r.version.clone(), children));
+        state
+            .held
+            .insert(r.name.clone(), (r.version.clone(), children));
     }
     for name in &response.removed_resources {
         state.held.remove(name);
         state.absent.insert(name.clone());
     }
     if let Some(child) = child_type(type_url) {
-        let wanted: BTreeSet<String> = state.held.values().flat_map(|(_, c)| c.iter().cloned()).collect();
+        let wanted: BTreeSet<String> = state
+            .held
+            .values()
+            .flat_map(|(_, c)| c.iter().cloned())
+            .collect();
         let child_state = types.entry(child).or_default();
         let subscribe: Vec<String> = wanted.difference(&child_state.names).cloned().collect();
         let unsubscribe: Vec<String> = child_state.names.difference(&wanted).cloned().collect();

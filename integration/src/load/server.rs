@@ -33,18 +33,36 @@ impl PorticoProcess {
             .arg("serve")
             .arg("--config-dir")
             .arg(config_dir)
-            .args(["--xds-address", &xds.to_string(), "--admin-address", &admin.to_string()])
-            .env("PORTICO_LOG", std::env::var("PORTICO_LOG").unwrap_or_else(|_| "warn".into()))
+            .args([
+                "--xds-address",
+                &xds.to_string(),
+                "--admin-address",
+                &admin.to_string(),
+            ])
+            .env(
+                "PORTICO_LOG",
+                std::env::var("PORTICO_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(&log)?))
-            .stderr(Stdio::from(std::fs::OpenOptions::new().append(true).open(&log)?))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log)?,
+            ))
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
         let pid = child.id().context("portico exited at once")?;
-        let mut process = PorticoProcess { xds, admin, pid, child, log, _dir: dir };
+        let mut process = PorticoProcess {
+            xds,
+            admin,
+            pid,
+            child,
+            log,
+            _dir: dir,
+        };
         let ready = eventually(deadline, || async move {
-            let response = send(admin, &HttpRequest::get("/readyz"), Duration::from_secs(2)).await?;
+            let response =
+                send(admin, &HttpRequest::get("/readyz"), Duration::from_secs(2)).await?;
             if response.status != 200 {
                 bail!("/readyz answered {}", response.status);
             }

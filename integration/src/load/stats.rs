@@ -23,13 +23,22 @@ impl Latency {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         ms.sort_by(f64::total_cmp);
         let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-        Latency { count: ms.len(), p50_ms: rank(0.50), p99_ms: rank(0.99), max_ms: ms[ms.len() - 1] }
+        Latency {
+            count: ms.len(),
+            p50_ms: rank(0.50),
+            p99_ms: rank(0.99),
+            max_ms: ms[ms.len() - 1],
+        }
     }
 }
 
 impl fmt::Display for Latency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})", self.p50_ms, self.p99_ms, self.max_ms, self.count)
+        write!(
+            f,
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
+            self.p50_ms, self.p99_ms, self.max_ms, self.count
+        )
     }
 }
 
@@ -52,7 +61,10 @@ impl Memory {
                 .find_map(|l| l.strip_prefix(name))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         };
-        Some(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
+        Some(Memory {
+            rss_kib: field("VmRSS:")?,
+            hwm_kib: field("VmHWM:")?,
+        })
     }
 
     pub fn mib(&self) -> f64 {
@@ -104,13 +116,21 @@ pub struct ChangeReport {
 impl Report {
     /// Whether every stream synced and ACKed every change.
     pub fn complete(&self) -> bool {
-        self.failed == 0 && self.synced == self.streams && self.changes.iter().all(|c| c.acked == self.streams)
+        self.failed == 0
+            && self.synced == self.streams
+            && self.changes.iter().all(|c| c.acked == self.streams)
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mib = |m: &Memory| format!("{:.1} MiB (peak {:.1} MiB)", m.mib(), m.hwm_kib as f64 / 1024.0);
+        let mib = |m: &Memory| {
+            format!(
+                "{:.1} MiB (peak {:.1} MiB)",
+                m.mib(),
+                m.hwm_kib as f64 / 1024.0
+            )
+        };
         let per_change = if self.changes.is_empty() {
             0
         } else {
@@ -118,18 +138,51 @@ impl fmt::Display for Report {
         };
         writeln!(f, "| metric | value |")?;
         writeln!(f, "|---|---|")?;
-        writeln!(f, "| setup | {} streams ({}), {} routes, {} backends |", self.streams, self.variant, self.routes, self.backends)?;
-        writeln!(f, "| streams synced | {} of {} ({} failed) |", self.synced, self.streams, self.failed)?;
-        writeln!(f, "| full config to all streams (wall) | {:.1} ms |", self.sync_wall_ms)?;
+        writeln!(
+            f,
+            "| setup | {} streams ({}), {} routes, {} backends |",
+            self.streams, self.variant, self.routes, self.backends
+        )?;
+        writeln!(
+            f,
+            "| streams synced | {} of {} ({} failed) |",
+            self.synced, self.streams, self.failed
+        )?;
+        writeln!(
+            f,
+            "| full config to all streams (wall) | {:.1} ms |",
+            self.sync_wall_ms
+        )?;
         writeln!(f, "| per-stream initial sync | {} |", self.sync)?;
-        writeln!(f, "| bytes sent, initial sync | {} ({:.1} KiB/stream) |", self.sync_bytes, self.sync_bytes as f64 / 1024.0 / self.streams.max(1) as f64)?;
+        writeln!(
+            f,
+            "| bytes sent, initial sync | {} ({:.1} KiB/stream) |",
+            self.sync_bytes,
+            self.sync_bytes as f64 / 1024.0 / self.streams.max(1) as f64
+        )?;
         writeln!(f, "| changes | {} |", self.changes.len())?;
         writeln!(f, "| change -> ACK, every stream | {} |", self.change_ack)?;
-        writeln!(f, "| change -> all ACKed, per change | {} |", self.change_all_acked)?;
-        writeln!(f, "| bytes sent per change | {per_change} ({:.1} KiB/stream) |", per_change as f64 / 1024.0 / self.streams.max(1) as f64)?;
-        writeln!(f, "| portico RSS before streams | {} |", mib(&self.rss_before))?;
+        writeln!(
+            f,
+            "| change -> all ACKed, per change | {} |",
+            self.change_all_acked
+        )?;
+        writeln!(
+            f,
+            "| bytes sent per change | {per_change} ({:.1} KiB/stream) |",
+            per_change as f64 / 1024.0 / self.streams.max(1) as f64
+        )?;
+        writeln!(
+            f,
+            "| portico RSS before streams | {} |",
+            mib(&self.rss_before)
+        )?;
         writeln!(f, "| portico RSS, all synced | {} |", mib(&self.rss_synced))?;
-        writeln!(f, "| portico RSS after changes | {} |", mib(&self.rss_after))?;
+        writeln!(
+            f,
+            "| portico RSS after changes | {} |",
+            mib(&self.rss_after)
+        )?;
         writeln!(f, "| memory per stream | {:.1} KiB |", self.kib_per_stream)?;
         for e in &self.errors {
             writeln!(f, "error: {e}")?;
@@ -146,7 +199,10 @@ mod tests {
     fn nearest_rank_percentiles() {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         let l = Latency::of(&samples);
-        assert_eq!((l.count, l.p50_ms, l.p99_ms, l.max_ms), (100, 50.0, 99.0, 100.0));
+        assert_eq!(
+            (l.count, l.p50_ms, l.p99_ms, l.max_ms),
+            (100, 50.0, 99.0, 100.0)
+        );
         assert_eq!(Latency::of(&[]), Latency::default());
         assert_eq!(Latency::of(&[Duration::from_millis(7)]).p99_ms, 7.0);
     }

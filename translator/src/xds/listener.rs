@@ -184,11 +184,8 @@ fn hcm(stat_prefix: &str, route_config: &str) -> Filter {
             upgrade_type: "websocket".into(),
             ..Default::default()
         }],
-        // Gateway API matches hostnames without the port, and redirects that keep the host
-        // must not carry the client's port over.
-        strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(
-            true,
-        )),
+        // The Host header reaches backends as the client sent it (port included); route
+        // matching ignores the port (RouteConfiguration.ignore_port_in_host_matching).
         ..Default::default()
     };
     Filter {
