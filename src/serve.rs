@@ -71,7 +71,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let xds_task = tokio::spawn(Server::new(cache.clone()).serve(xds, stopped(stop_rx.clone())));
+    // xDS is answered only once the first config is published: an Envoy that connected
+    // earlier (say, right after a restart) would be told its fleet is empty and drop
+    // everything it serves. Until then its connection waits in the listen backlog.
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let xds_server = Server::new(cache.clone());
+    let xds_stop = stopped(stop_rx.clone());
+    let xds_task = tokio::spawn(async move {
+        match first_rx.await {
+            Ok(()) => xds_server.serve(xds, xds_stop).await,
+            Err(_) => Ok(()), // stopped before any config was published
+        }
+    });
     let admin_task = tokio::spawn(crate::admin::serve(
         admin,
         state.clone(),
@@ -123,6 +134,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         feedback: Feedback::default(),
         published: BTreeSet::new(),
         origins: BTreeMap::new(),
+        first_published: Some(first_tx),
     };
     let loop_task =
         tokio::spawn(reconciler.run(reload_rx, cache.subscribe(), stopped(stop_rx.clone())));
@@ -172,6 +184,8 @@ struct Reconciler {
     published: BTreeSet<String>,
     /// Per fleet, which input objects produced each (type URL, resource name).
     origins: BTreeMap<String, BTreeMap<(String, String), Vec<ObjectKey>>>,
+    /// Fired once, when the first config is in the cache: xDS serving starts then.
+    first_published: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Reconciler {
@@ -263,6 +277,11 @@ impl Reconciler {
             .iter()
             .map(|(f, c)| (f.clone(), c.origins.clone()))
             .collect();
+        if let Some(first) = self.first_published.take() {
+            // The first config skips the debounce: streams must never see an empty one.
+            self.state.cache.flush();
+            let _ = first.send(());
+        }
         if !self.state.ready.swap(true, Ordering::SeqCst) {
             tracing::info!(
                 fleets = self.published.len(),

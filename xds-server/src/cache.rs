@@ -126,6 +126,14 @@ impl Cache {
         self.set(fleet, Some(snapshot))
     }
 
+    /// Publishes every snapshot still waiting out its debounce now. Used for the first config,
+    /// which must reach Envoys before any stream is answered.
+    pub fn flush(&self) {
+        for fleet in lock(&self.inner.fleets).values_mut() {
+            fleet.publish_pending();
+        }
+    }
+
     /// Forgets a fleet: its Envoys get an empty config.
     pub fn remove_fleet(&self, fleet: &str) {
         self.set(fleet, None);
