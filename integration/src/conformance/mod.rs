@@ -10,8 +10,10 @@ pub mod l4;
 pub mod manifests;
 pub mod pool;
 pub mod runner;
+pub mod runtime;
 pub mod skip;
 pub mod status;
+pub mod steps;
 pub mod traffic;
 mod weights;
 

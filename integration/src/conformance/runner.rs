@@ -11,17 +11,21 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::harness::{
-    ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, portico_cli, workspace_root,
+    ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, eventually, portico_cli,
+    workspace_root,
 };
 
 use super::applied::{as_created, runtime_objects, unix_now};
 use super::backends::Backends;
 use super::case::{Case, load_cases};
 use super::certs::SetupObjects;
+use super::manifests::USABLE_ADDRESS;
 use super::manifests::{gateway_class, kind, read_documents, to_yaml};
 use super::pool::PoolLease;
+use super::runtime::{self, Applied, live_status, missing_addresses};
 use super::skip::skip_reason;
 use super::status::{StatusReport, check_all};
+use super::steps::{StepInputs, steps_for};
 use super::traffic::TrafficContext;
 
 /// What to run, mostly from the environment (see integration/README.md).
@@ -158,44 +162,92 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
     let mut docs = shared.base.clone();
     docs.extend(case_docs.iter().cloned());
     let backends = Backends::start(&docs, &shared.setup).await?;
+    let websocket = case
+        .features
+        .iter()
+        .any(|f| f == "HTTPRouteBackendProtocolWebSocket");
+    // Cases with traffic or run-time steps need `portico serve` and a leased address pool;
+    // the pool's addresses are the usable static addresses of this case.
+    let has_steps = !steps_for(case, &case_docs, &StepInputs::default()).is_empty();
+    let lease = (has_steps || !case.cases.is_empty() || websocket)
+        .then(PoolLease::acquire)
+        .transpose()?;
+    let inputs = StepInputs {
+        usable_address: lease.as_ref().map_or(USABLE_ADDRESS.to_string(), |l| {
+            format!("127.0.{}.250", l.octet)
+        }),
+        checks_ca_pem: shared
+            .setup
+            .ca_config_map(INFRA, "tls-checks-ca-certificate")
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let steps = steps_for(case, &case_docs, &inputs);
+    let case_docs = with_usable_address(&case_docs, &inputs.usable_address);
     let mut dir = ConfigDir::new()?;
     // Deployments stay out of Portico's input: the echo servers stand in for them. What the
     // runner writes looks as if applied to a cluster: every object has a generation and a
     // creationTimestamp, and objects the case creates at run time are a second younger.
     let keep = |d: &Value| kind(d) != "Deployment";
     let created = unix_now();
-    let write = |name: &str, docs: Vec<Value>, at: u64| -> anyhow::Result<()> {
-        let docs: Vec<Value> = docs.into_iter().filter(keep).collect();
+    let applied_docs = |docs: Vec<Value>, at: u64| -> Vec<Value> {
+        as_created(&docs.into_iter().filter(keep).collect::<Vec<_>>(), at)
+    };
+    let write = |name: &str, docs: Vec<Value>| -> anyhow::Result<()> {
         if !docs.is_empty() {
-            dir.write(name, &to_yaml(&as_created(&docs, at))?)?;
+            dir.write(name, &to_yaml(&docs)?)?;
         }
         Ok(())
     };
-    write("00-gatewayclass.yaml", vec![gateway_class()], created)?;
-    write("10-setup.yaml", shared.setup.objects(), created)?;
-    write("20-base.yaml", shared.base.clone(), created)?;
-    write("30-endpoints.yaml", backends.slices.clone(), created)?;
-    write("40-test.yaml", case_docs.clone(), created)?;
-    write("50-runtime.yaml", runtime_objects(&case.notes), created + 1)?;
+    write(
+        "00-gatewayclass.yaml",
+        applied_docs(vec![gateway_class()], created),
+    )?;
+    write(
+        "10-setup.yaml",
+        applied_docs(shared.setup.objects(), created),
+    )?;
+    write("20-base.yaml", applied_docs(shared.base.clone(), created))?;
+    write(
+        "30-endpoints.yaml",
+        applied_docs(backends.slices.clone(), created),
+    )?;
+    let mut applied = Applied {
+        test: applied_docs(case_docs.clone(), created),
+        created: Vec::new(),
+    };
+    runtime::write(&applied, &dir)?;
+    write(
+        "50-runtime.yaml",
+        applied_docs(runtime_objects(&case.notes), created + 1),
+    )?;
 
     let status = check_status(case, dir.path()).await?;
     // The generation summary goes last: it tends to repeat across tests, the rest is specific.
     let mut failures = status.mismatches;
-    // HTTPRouteBackendProtocolWebSocket's exchange is written only in its notes.
-    let websocket = case
-        .features
-        .iter()
-        .any(|f| f == "HTTPRouteBackendProtocolWebSocket");
-    if case.cases.is_empty() && !websocket {
+    let Some(lease) = lease else {
         failures.extend(status.generation);
         return Ok(failures);
-    }
-    let lease = PoolLease::acquire()?;
+    };
     let options = PorticoOptions {
         address_pool: Some(lease.cidr()),
         ..Default::default()
     };
     let portico = Portico::start(dir.path(), options).await?;
+    let gateways = case.traffic_gateways();
+    if !gateways.is_empty() {
+        let addressed = eventually(shared.config.case_deadline, || async {
+            let list = live_status(&portico).await?;
+            match missing_addresses(&list, &gateways) {
+                Some(problem) => anyhow::bail!("{problem}"),
+                None => Ok(()),
+            }
+        })
+        .await;
+        if let Err(err) = addressed {
+            failures.push(format!("live /status: {err:#}"));
+        }
+    }
     let mut envoys = BTreeMap::new();
     for gateway in case.traffic_gateways() {
         let options = EnvoyOptions {
@@ -205,7 +257,6 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
         let envoy = Envoy::start(&portico, &gateway, options).await?;
         envoys.insert(gateway, envoy);
     }
-    let gateways = case.traffic_gateways();
     let traffic = TrafficContext {
         docs: &docs,
         envoys: &envoys,
@@ -242,6 +293,17 @@ async fn run_checks(case: &Case, shared: &Shared) -> anyhow::Result<Vec<String>>
             }
         }
     }
+    // Run-time steps come after the traffic checks, as upstream's do.
+    failures.extend(
+        runtime::run_steps(
+            &steps,
+            &mut applied,
+            &dir,
+            &portico,
+            shared.config.case_deadline,
+        )
+        .await,
+    );
     failures.extend(status.generation);
     if shared.config.verbose && !failures.is_empty() {
         dir.keep_on_drop();
@@ -286,6 +348,27 @@ async fn check_status(case: &Case, dir: &Path) -> anyhow::Result<StatusReport> {
     let list: Value =
         serde_json::from_str(&out.stdout).context("parsing `portico status -o json`")?;
     Ok(check_all(&list, &case.status))
+}
+
+/// The namespace of upstream's shared infrastructure.
+const INFRA: &str = "gateway-conformance-infra";
+
+/// The case's manifests with the runner's usable static address replaced by `usable` (an
+/// address of the leased pool, so Portico may bind it).
+fn with_usable_address(docs: &[Value], usable: &str) -> Vec<Value> {
+    let mut docs = docs.to_vec();
+    for doc in docs.iter_mut().filter(|d| kind(d) == "Gateway") {
+        for address in doc["spec"]["addresses"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            if address["value"] == USABLE_ADDRESS {
+                address["value"] = Value::from(usable);
+            }
+        }
+    }
+    docs
 }
 
 /// Writes to the process's stderr directly: the test harness captures `eprintln!`, and a

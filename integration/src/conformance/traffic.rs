@@ -324,6 +324,12 @@ fn append_query(path: &str, param: &str) -> String {
     format!("{path}{separator}{param}")
 }
 
+/// The explicit port of a `host:port` Host header, if any.
+fn host_port(host: Option<&str>) -> Option<u16> {
+    let (_, port) = host?.rsplit_once(':')?;
+    port.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,10 +342,4 @@ mod tests {
         assert_eq!(append_query("/p", "x=1"), "/p?x=1");
         assert_eq!(append_query("/p?a=b", "x=1"), "/p?a=b&x=1");
     }
-}
-
-/// The explicit port of a `host:port` Host header, if any.
-fn host_port(host: Option<&str>) -> Option<u16> {
-    let (_, port) = host?.rsplit_once(':')?;
-    port.parse().ok()
 }
