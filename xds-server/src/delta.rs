@@ -29,7 +29,17 @@ impl Protocol for Delta {
     fn on_request(st: &mut StreamState, req: DeltaDiscoveryRequest) {
         let type_url = req.type_url.as_str();
         let ts = st.types.entry(type_url.to_string()).or_default();
+        let first = !ts.requested;
         subscribe(ts, &req);
+        if first
+            && !req.initial_resource_versions.is_empty()
+            && !Self::has_work(&st.view, type_url, ts)
+        {
+            // Reconnect: the client announced exactly the current resources, so nothing will
+            // be sent, yet it is in sync.
+            st.resume(type_url);
+            return;
+        }
         let acks = ts
             .in_flight
             .as_ref()

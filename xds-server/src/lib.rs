@@ -10,6 +10,7 @@ mod csds;
 mod delta;
 mod metrics;
 mod refs;
+mod resume;
 mod server;
 mod services;
 mod snapshot;

@@ -41,6 +41,12 @@ impl Protocol for Sotw {
         let acks = !nonce.is_empty() && ts.in_flight.is_some();
         let before = (ts.requested, ts.wildcard, ts.names.clone());
         subscribe(ts, type_url, &req.resource_names);
+        if !before.0 {
+            // First request of this type on the stream: after a reconnect its version_info
+            // says what the client already holds.
+            st.sotw_resume::<Sotw>(type_url, &req.version_info);
+            return;
+        }
         if !acks && before == (true, ts.wildcard, ts.names.clone()) && !st.variant.is_ads() {
             // The same subscription again, and not an ACK: Envoy re-requests when a cluster
             // (listener) it updated starts warming and needs a fresh answer. On ADS the server

@@ -103,6 +103,9 @@ pub(crate) struct TypeState {
     pub(crate) sent_version: Option<String>,
     pub(crate) acked_version: Option<String>,
     pub(crate) last_nack: Option<Nack>,
+    /// The client showed it holds the current version on connecting, and nothing was sent
+    /// since (see `resume.rs`).
+    pub(crate) resumed: bool,
 }
 
 impl TypeState {
@@ -245,6 +248,7 @@ impl StreamState {
         ts.in_flight = Some(sent);
         ts.force.clear();
         ts.must_respond = false;
+        ts.resumed = false;
         // Warming: an updated cluster (listener) only becomes active after a fresh EDS (RDS)
         // answer, even when its endpoints (routes) did not change.
         let child = match type_url {

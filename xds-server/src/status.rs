@@ -51,7 +51,7 @@ impl fmt::Display for Variant {
 pub enum SyncState {
     /// The node ACKed everything it should have of this type.
     Synced,
-    /// Nothing of this type was sent yet.
+    /// Nothing of this type was sent yet, and nothing is waiting to be sent.
     NotSent,
     /// A response is waiting for its ACK, or newer config is waiting to be sent.
     Stale,
@@ -143,10 +143,11 @@ impl StreamState {
             .map(|(t, ts)| {
                 let state = if ts.last_nack.is_some() {
                     SyncState::Nacked
+                } else if ts.in_flight.is_some() || self.type_has_work(t, ts) {
+                    // Before NOT_SENT: pending work must not hide behind "nothing sent yet".
+                    SyncState::Stale
                 } else if ts.sent_version.is_none() {
                     SyncState::NotSent
-                } else if ts.in_flight.is_some() || self.type_has_work(t, ts) {
-                    SyncState::Stale
                 } else {
                     SyncState::Synced
                 };
