@@ -23,6 +23,15 @@ pub struct Fleet {
     pub clusters: BTreeMap<String, Cluster>,
     /// Certificates served by listeners, by name.
     pub secrets: BTreeMap<String, TlsSecret>,
+    /// Gateway spec.infrastructure labels and annotations, for the fleet's listeners and
+    /// clusters (the Envoy objects Portico creates for this Gateway).
+    pub infrastructure: Infrastructure,
+}
+
+#[derive(Default, Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Infrastructure {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -70,6 +79,24 @@ pub struct TlsChain {
     /// Client certificate validation (Gateway spec.tls.frontend).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_validation: Option<ClientValidation>,
+    /// Protocol versions and cipher suites (listener tls.options).
+    pub params: TlsParams,
+}
+
+/// Downstream TLS parameters; defaults leave Envoy's own.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TlsParams {
+    pub min_version: Option<TlsVersion>,
+    pub max_version: Option<TlsVersion>,
+    pub cipher_suites: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_0,
+    V1_1,
+    V1_2,
+    V1_3,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

@@ -33,6 +33,8 @@ struct TargetRef {
 struct Validation {
     #[serde(default)]
     ca_certificate_refs: Vec<CaRef>,
+    // camelCase would spell it wellKnownCaCertificates.
+    #[serde(rename = "wellKnownCACertificates")]
     well_known_ca_certificates: Option<String>,
     #[serde(default)]
     hostname: String,
@@ -64,10 +66,21 @@ pub struct PolicyModel {
     targets: Vec<(String, Option<String>)>,
     /// The TLS settings, or (Accepted reason, ResolvedRefs reason, message) when invalid.
     pub result: Result<UpstreamTls, (String, String, String)>,
+    /// Older policies (indices) that target a Service port this one also targets, and the
+    /// message: the spec makes the older one win and this one Accepted=False Conflicted.
+    pub conflicts: Option<(Vec<usize>, String)>,
 }
 
 impl PolicyModel {
     pub fn conditions(&self) -> Vec<Condition> {
+        let mut out = self.own_conditions();
+        if let Some((_, msg)) = &self.conflicts {
+            out[0] = Condition::new("Accepted", false, "Conflicted", msg.clone());
+        }
+        out
+    }
+
+    fn own_conditions(&self) -> Vec<Condition> {
         match &self.result {
             Ok(_) => vec![
                 Condition::new("Accepted", true, "Accepted", "Policy is accepted"),
@@ -178,13 +191,53 @@ pub fn build(ctx: &Ctx) -> Vec<PolicyModel> {
                 .unwrap_or_default(),
             targets,
             result,
+            conflicts: None,
         });
     }
     // Oldest first, then by name: the first policy for a target wins.
     out.sort_by(|a, b| {
         (a.created.is_empty(), &a.created, &a.key).cmp(&(b.created.is_empty(), &b.created, &b.key))
     });
+    mark_conflicts(&mut out);
     out
+}
+
+/// Two policies conflict when they name the same Service with the same sectionName (or both
+/// none) in one namespace. The loser keeps applying to its other targets; `lookup` already
+/// gives the contested one to the winner.
+fn mark_conflicts(policies: &mut [PolicyModel]) {
+    for i in 0..policies.len() {
+        let mut winners = Vec::new();
+        let mut contested = Vec::new();
+        for t in &policies[i].targets {
+            let ns = &policies[i].key.namespace;
+            // The oldest policy for the target is the one that applies.
+            let Some(j) = policies[..i]
+                .iter()
+                .position(|older| &older.key.namespace == ns && older.targets.contains(t))
+            else {
+                continue;
+            };
+            if !winners.contains(&j) {
+                winners.push(j);
+            }
+            let what = match &t.1 {
+                Some(s) => format!("Service {} port {s}", t.0),
+                None => format!("Service {}", t.0),
+            };
+            contested.push(format!(
+                "{what} (BackendTLSPolicy {} is older)",
+                policies[j].key.name
+            ));
+        }
+        if !winners.is_empty() {
+            let msg = format!(
+                "conflicts with an older policy on {}; the older policy applies there",
+                contested.join(", ")
+            );
+            policies[i].conflicts = Some((winners, msg));
+        }
+    }
 }
 
 fn bundle_is_empty_and(system: bool, refs: &[CaRef]) -> bool {

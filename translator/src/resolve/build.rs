@@ -57,6 +57,7 @@ pub fn fleet(
 ) -> Fleet {
     let mut fleet = Fleet {
         addresses: gw.addresses.clone(),
+        infrastructure: gw.infrastructure.clone(),
         ..Default::default()
     };
     if gw.not_accepted.is_some() {
@@ -128,6 +129,7 @@ pub fn fleet(
                             http: true,
                             listener: listener_id(l),
                             client_validation: gw.client_validation_for(port),
+                            params: l.tls_params.clone(),
                         });
                     } else {
                         tls_chains(
@@ -215,6 +217,11 @@ fn tls_chains(
                     None
                 } else {
                     client_validation.clone()
+                },
+                params: if l.passthrough {
+                    Default::default()
+                } else {
+                    l.tls_params.clone()
                 },
             });
         }

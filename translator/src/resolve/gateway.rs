@@ -43,6 +43,8 @@ pub struct GatewayModel {
     /// Client certificate validation: for every port, and per port.
     pub client_validation: Option<ClientValidation>,
     pub client_validation_per_port: BTreeMap<u16, ClientValidation>,
+    /// spec.infrastructure labels and annotations.
+    pub infrastructure: crate::ir::Infrastructure,
 }
 
 impl GatewayModel {
@@ -283,6 +285,15 @@ pub fn build(
             unresolved,
             client_validation,
             client_validation_per_port,
+            infrastructure: gw
+                .spec
+                .infrastructure
+                .as_ref()
+                .map(|i| crate::ir::Infrastructure {
+                    labels: i.labels.clone().unwrap_or_default(),
+                    annotations: i.annotations.clone().unwrap_or_default(),
+                })
+                .unwrap_or_default(),
         });
     }
     let sets = listener_sets(ctx, &mut models);

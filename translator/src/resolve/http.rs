@@ -111,6 +111,7 @@ pub fn compile_http(
             );
         }
         if !rule.matches.is_empty() && matches.is_empty() {
+            out.dropped_rules.push(field);
             continue;
         }
         if matches.is_empty() {
@@ -230,6 +231,7 @@ pub fn compile_grpc(
             );
         }
         if !rule.matches.is_empty() && matches.is_empty() {
+            out.dropped_rules.push(field);
             continue;
         }
         if matches.is_empty() {
@@ -301,6 +303,12 @@ fn finish(route: &mut CompiledRoute, had_rules: bool) {
         route.invalid = Some((
             "UnsupportedValue".into(),
             "no rule of this route is valid".into(),
+        ));
+    } else if !route.dropped_rules.is_empty() {
+        // The spec's "Drop Rule(s)" approach: the message starts with "Dropped Rule".
+        route.partially_invalid = Some(format!(
+            "Dropped Rule(s) {}: no match of the rule is valid",
+            route.dropped_rules.join(", ")
         ));
     }
 }

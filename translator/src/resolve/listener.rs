@@ -33,6 +33,8 @@ pub struct ListenerModel {
     pub passthrough: bool,
     /// Certificates served (IR secret names).
     pub certificates: Vec<String>,
+    /// tls.options, parsed.
+    pub tls_params: crate::ir::TlsParams,
     pub attached_routes: i32,
 }
 
@@ -153,6 +155,7 @@ pub fn build(
         unresolved: None,
         passthrough: false,
         certificates: Vec::new(),
+        tls_params: Default::default(),
         attached_routes: 0,
     };
     let Some(protocol) = l.protocol else {
@@ -229,6 +232,12 @@ pub fn build(
                 l.passthrough = true;
             } else {
                 resolve_certificates(ctx, &mut l, secrets);
+                let options = l.spec.tls.as_ref().map(|t| &t.options);
+                match options.map(crate::resolve::tls_options::parse) {
+                    Some(Err(e)) => l.not_accepted = Some(("UnsupportedValue".into(), e)),
+                    Some(Ok(params)) => l.tls_params = params,
+                    None => {}
+                }
             }
         }
         _ => {}

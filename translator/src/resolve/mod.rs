@@ -14,6 +14,7 @@ pub mod listener;
 pub mod model;
 pub mod rules;
 pub mod streams;
+pub mod tls_options;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,6 +100,7 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
             &outcomes,
             &gateways,
             route.invalid.as_ref(),
+            route.partially_invalid.as_ref(),
             route.unresolved.as_ref(),
         ));
     }
@@ -112,6 +114,7 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
             outcomes,
             &gateways,
             invalid.as_ref(),
+            None,
             unresolved.as_ref(),
         ));
     }
@@ -213,6 +216,7 @@ fn route_status(
     outcomes: &[ParentOutcome],
     gateways: &[gateway::GatewayModel],
     invalid: Option<&(String, String)>,
+    partially_invalid: Option<&String>,
     unresolved: Option<&RefError>,
 ) -> ObjectStatus {
     let parents: Vec<Value> = outcomes
@@ -240,10 +244,21 @@ fn route_status(
                     "All references resolved",
                 ),
             };
+            let mut conditions = vec![accepted, resolved];
+            // Only while the route is accepted by this parent: the spec sets the condition
+            // only when it is True, and never on a route that is not accepted.
+            if let (Some(msg), None, Ok(_)) = (partially_invalid, invalid, &o.result) {
+                conditions.push(Condition::new(
+                    "PartiallyInvalid",
+                    true,
+                    "UnsupportedValue",
+                    msg.clone(),
+                ));
+            }
             json!({
                 "parentRef": o.status_ref(&head.key.namespace, &parent_ns),
                 "controllerName": CONTROLLER_NAME,
-                "conditions": conditions_json(&[accepted, resolved], head.generation),
+                "conditions": conditions_json(&conditions, head.generation),
             })
         })
         .collect();
@@ -272,10 +287,20 @@ fn policy_statuses(
 ) -> Vec<ObjectStatus> {
     let mut out = Vec::new();
     for (pi, policy) in ctx.tls_policies.iter().enumerate() {
-        let ancestors: Vec<Value> = uses
+        // A conflicted policy is reported where the policies that beat it are used.
+        let winners = policy
+            .conflicts
+            .as_ref()
+            .map(|c| c.0.as_slice())
+            .unwrap_or(&[]);
+        let gateways_used: BTreeSet<usize> = uses
             .iter()
-            .filter(|(p, _)| *p == pi)
-            .map(|(_, gi)| {
+            .filter(|(p, _)| *p == pi || winners.contains(p))
+            .map(|(_, gi)| *gi)
+            .collect();
+        let ancestors: Vec<Value> = gateways_used
+            .iter()
+            .map(|gi| {
                 let gw = &gateways[*gi];
                 json!({
                     "ancestorRef": {

@@ -40,6 +40,10 @@ pub struct CompiledRoute {
     pub unresolved: Option<RefError>,
     /// Accepted=False for every parent (the route as a whole is unusable).
     pub invalid: Option<(String, String)>,
+    /// PartiallyInvalid=True message, when some rules were dropped and others kept.
+    pub partially_invalid: Option<String>,
+    /// Rules dropped as invalid (their field paths).
+    pub dropped_rules: Vec<String>,
     /// Problems to report, as (field, message, unsupported?).
     pub notes: Vec<(String, String, bool)>,
     /// BackendTLSPolicies that apply to this route's backends.
@@ -53,6 +57,8 @@ impl CompiledRoute {
             rules: Vec::new(),
             unresolved: None,
             invalid: None,
+            partially_invalid: None,
+            dropped_rules: Vec::new(),
             notes: Vec::new(),
             policies: Default::default(),
         }
@@ -148,26 +154,8 @@ pub fn build_action(
             }
             "RequestMirror" => {
                 let Some(m) = &f.request_mirror else { continue };
-                match backends::resolve(ctx, (&from.0, &from.1), &m.backend_ref, traffic, clusters)
-                {
-                    Ok(res) => {
-                        route.policies.extend(res.policy);
-                        let (numerator, denominator) = match (&m.fraction, m.percent) {
-                            (Some(fr), _) => (
-                                fr.numerator.max(0) as u32,
-                                fr.denominator.unwrap_or(100).max(1) as u32,
-                            ),
-                            (None, Some(p)) => (p.clamp(0, 100) as u32, 100),
-                            (None, None) => (100, 100),
-                        };
-                        out.mirrors.push(Mirror {
-                            cluster: res.cluster,
-                            numerator,
-                            denominator,
-                        });
-                    }
-                    Err(e) => route.unresolved(format!("{ffield}.requestMirror.backendRef"), e),
-                }
+                let mirror = resolve_mirror(ctx, route, &ffield, m, traffic, clusters);
+                out.mirrors.extend(mirror);
             }
             "CORS" if traffic == Traffic::Http => {
                 let c = f.cors.clone().unwrap_or_default();
@@ -276,6 +264,23 @@ pub fn build_action(
                         path: u.path.as_ref().and_then(path_rewrite),
                     });
                 }
+                // One backend: every request it gets is every request the rule forwards, so its
+                // mirror is the rule's mirror. Envoy mirrors per route, not per weighted
+                // cluster, so with several backends it cannot be expressed.
+                "RequestMirror" if backend_refs.len() == 1 => {
+                    if let Some(m) = &f.request_mirror {
+                        let ffield = format!("{bfield}.filters[{j}]");
+                        let mirror = resolve_mirror(ctx, route, &ffield, m, traffic, clusters);
+                        out.mirrors.extend(mirror);
+                    }
+                }
+                "RequestMirror" => route.notes.push((
+                    format!("{bfield}.filters[{j}]"),
+                    "RequestMirror on a backendRef is only supported when the rule has a single \
+                     backendRef (Envoy mirrors per route); ignored"
+                        .into(),
+                    true,
+                )),
                 other => route.notes.push((
                     format!("{bfield}.filters[{j}]"),
                     format!("backendRef filter {other} is not supported here; ignored"),
@@ -300,6 +305,44 @@ pub fn build_action(
     }
     out.action = Action::Forward(forward);
     out
+}
+
+/// A RequestMirror filter's target and fraction; an unresolved target is reported (the rule
+/// still forwards, without the mirror).
+fn resolve_mirror(
+    ctx: &Ctx,
+    route: &mut CompiledRoute,
+    ffield: &str,
+    m: &crate::resolve::model::RequestMirror,
+    traffic: Traffic,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> Option<Mirror> {
+    let from = (
+        route.head.key.kind.clone(),
+        route.head.key.namespace.clone(),
+    );
+    match backends::resolve(ctx, (&from.0, &from.1), &m.backend_ref, traffic, clusters) {
+        Ok(res) => {
+            route.policies.extend(res.policy);
+            let (numerator, denominator) = match (&m.fraction, m.percent) {
+                (Some(fr), _) => (
+                    fr.numerator.max(0) as u32,
+                    fr.denominator.unwrap_or(100).max(1) as u32,
+                ),
+                (None, Some(p)) => (p.clamp(0, 100) as u32, 100),
+                (None, None) => (100, 100),
+            };
+            Some(Mirror {
+                cluster: res.cluster,
+                numerator,
+                denominator,
+            })
+        }
+        Err(e) => {
+            route.unresolved(format!("{ffield}.requestMirror.backendRef"), e);
+            None
+        }
+    }
 }
 
 fn path_rewrite(p: &crate::resolve::model::PathModifier) -> Option<PathRewrite> {

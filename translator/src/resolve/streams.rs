@@ -130,6 +130,15 @@ pub fn run(
                 }
             }
         }
+        if kind == "UDPRoute" && backends_out.iter().filter(|b| b.cluster.is_some()).count() > 1 {
+            notes.push((
+                "spec.rules".into(),
+                "Envoy's UDP proxy route has no weights: every session goes to the heaviest \
+                 backend"
+                    .into(),
+                true,
+            ));
+        }
         let uses_hostnames = kind == "TLSRoute";
         let outcomes = attach::attach(ctx, gateways, sets, &inp.head, uses_hostnames);
         if outcomes.is_empty() {

@@ -9,8 +9,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
-    UpstreamTlsContext, certificate_validation_context, common_tls_context,
-    subject_alt_name_matcher,
+    UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
@@ -84,16 +83,27 @@ pub fn cluster(c: &IrCluster) -> Cluster {
     out
 }
 
+/// The system trust store of the Envoy host (BackendTLSPolicy wellKnownCACertificates: System).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// TLS to the backend: SNI and SAN from the BackendTLSPolicy hostname, the policy's CA bundle
 /// (or the system store), and the Gateway's client certificate when it has one.
 fn upstream_tls(tls: &UpstreamTls) -> UpstreamTlsContext {
     let validation = CertificateValidationContext {
-        trusted_ca: tls.ca_pem.as_ref().map(|pem| DataSource {
-            specifier: Some(data_source::Specifier::InlineString(pem.clone())),
-            ..Default::default()
-        }),
-        system_root_certs: (tls.ca_pem.is_none() && tls.use_system_ca)
-            .then_some(certificate_validation_context::SystemRootCerts {}),
+        trusted_ca: match &tls.ca_pem {
+            Some(pem) => Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(pem.clone())),
+                ..Default::default()
+            }),
+            // Envoy refuses SAN checks with `system_root_certs` ("SAN-based verification ...
+            // without trusted CA"), so the system store is named by its file, as Envoy's
+            // images and Debian/Alpine/Fedora-compat layouts ship it.
+            None if tls.use_system_ca => Some(DataSource {
+                specifier: Some(data_source::Specifier::Filename(SYSTEM_CA_BUNDLE.into())),
+                ..Default::default()
+            }),
+            None => None,
+        },
         match_typed_subject_alt_names: tls
             .subject_alt_names
             .iter()

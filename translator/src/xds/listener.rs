@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    certificate_validation_context, common_tls_context,
+    TlsParameters, certificate_validation_context, common_tls_context, tls_parameters,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 
@@ -27,7 +27,7 @@ use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3::{
 use envoy_types::pb::xds::core::v3::TypedExtensionConfig as XdsTypedExtensionConfig;
 use envoy_types::pb::xds::r#type::matcher::v3::{Matcher, matcher};
 
-use crate::ir::{Port, PortProtocol, StreamRoute, TlsChain};
+use crate::ir::{Port, PortProtocol, StreamRoute, TlsChain, TlsParams, TlsVersion};
 use crate::xds::{INVALID_CLUSTER, ads, any, socket};
 
 pub fn listener(port: &Port, addresses: &[String]) -> Listener {
@@ -129,6 +129,7 @@ fn tls_chain(port: &Port, chain: &TlsChain) -> FilterChain {
                         ..Default::default()
                     })
                 }),
+                tls_params: tls_params(&chain.params),
                 alpn_protocols: if chain.http {
                     vec!["h2".into(), "http/1.1".into()]
                 } else {
@@ -255,4 +256,25 @@ fn udp_proxy(stat_prefix: &str, cluster: &str) -> UdpProxyConfig {
         })),
         ..Default::default()
     }
+}
+
+/// Listener tls.options as Envoy's TlsParameters; None keeps Envoy's defaults.
+fn tls_params(p: &TlsParams) -> Option<TlsParameters> {
+    if *p == TlsParams::default() {
+        return None;
+    }
+    let version = |v: Option<TlsVersion>| {
+        v.map_or(tls_parameters::TlsProtocol::TlsAuto, |v| match v {
+            TlsVersion::V1_0 => tls_parameters::TlsProtocol::TlSv10,
+            TlsVersion::V1_1 => tls_parameters::TlsProtocol::TlSv11,
+            TlsVersion::V1_2 => tls_parameters::TlsProtocol::TlSv12,
+            TlsVersion::V1_3 => tls_parameters::TlsProtocol::TlSv13,
+        }) as i32
+    };
+    Some(TlsParameters {
+        tls_minimum_protocol_version: version(p.min_version),
+        tls_maximum_protocol_version: version(p.max_version),
+        cipher_suites: p.cipher_suites.clone(),
+        ..Default::default()
+    })
 }

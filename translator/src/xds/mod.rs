@@ -3,6 +3,7 @@
 mod cluster;
 mod endpoint;
 mod listener;
+mod metadata;
 mod route;
 mod secret;
 
@@ -66,7 +67,8 @@ pub fn socket(
 pub fn fleet_config(fleet: &ir::Fleet, gateway: &ObjectKey) -> FleetConfig {
     let mut out = FleetConfig::default();
     for port in &fleet.ports {
-        let l = listener::listener(port, &fleet.addresses);
+        let mut l = listener::listener(port, &fleet.addresses);
+        l.metadata = metadata::infrastructure(&fleet.infrastructure);
         // Envoy rejects a TCP listener without filter chains (e.g. a TLS listener without
         // routes), and with it the whole update: such a port is left out.
         if l.filter_chains.is_empty() && port.protocol != ir::PortProtocol::Udp {
@@ -88,7 +90,9 @@ pub fn fleet_config(fleet: &ir::Fleet, gateway: &ObjectKey) -> FleetConfig {
         }
     }
     for c in fleet.clusters.values() {
-        out.clusters.push(cluster::cluster(c));
+        let mut cluster = cluster::cluster(c);
+        cluster.metadata = metadata::infrastructure(&fleet.infrastructure);
+        out.clusters.push(cluster);
         out.origins
             .insert((render::CLUSTER.into(), c.name.clone()), c.origins.clone());
         if let ir::Discovery::Eds(endpoints) = &c.discovery {
