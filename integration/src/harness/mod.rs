@@ -41,7 +41,39 @@ where
 
 /// A free TCP port on 127.0.0.1 (free when asked; callers bind it soon after).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    free_port_on(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// A port that is free on `ip` now and stays likely free until a child process binds it.
+///
+/// Ports come from below the kernel's ephemeral range (32768+ on Linux), which the kernel
+/// hands to outgoing connections: a port asked of the kernel with `:0` can be taken by any
+/// client socket before Portico or Envoy binds it. Each port is handed out once per process.
+pub fn free_port_on(ip: std::net::IpAddr) -> u16 {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::{Mutex, OnceLock};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Mutex::default);
+    // Processes running side by side start at different places.
+    let start = RandomState::new().hash_one(std::process::id()) as u32 % COUNT;
+    for i in 0..COUNT {
+        let port = (FIRST + (start + i * 7919) % COUNT) as u16;
+        let mut given = given.lock().unwrap_or_else(|e| e.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind((ip, port)).is_ok()
+            && std::net::UdpSocket::bind((ip, port)).is_ok()
+        {
+            given.insert(port);
+            return port;
+        }
+    }
+    // Every candidate is taken: fall back to the kernel's choice.
+    std::net::TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0)

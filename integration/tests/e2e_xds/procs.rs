@@ -37,7 +37,7 @@ pub fn unique_loopback() -> IpAddr {
 
 /// A port free on `ip` right now.
 pub fn free_port_on(ip: IpAddr) -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+    Ok(portico_integration::harness::free_port_on(ip))
 }
 
 /// `portico serve --config-dir DIR` on fixed ports; every (re)start logs to its own file.
