@@ -64,7 +64,7 @@ fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<Value> {
                 }
             },
         }]},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": args.admin_port}}},
+        "admin": {"address": {"socket_address": {"address": args.admin_bind.to_string(), "port_value": args.admin_port}}},
     }))
 }
 
@@ -109,6 +109,7 @@ mod tests {
             node_id: Some("n1".into()),
             xds_address: "127.0.0.1:18000".into(),
             admin_port: 9901,
+            admin_bind: std::net::Ipv4Addr::LOCALHOST.into(),
             delta,
         }
     }

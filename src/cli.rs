@@ -100,9 +100,12 @@ pub struct BootstrapArgs {
     /// Where Portico's xDS server listens, as HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:18000")]
     pub xds_address: String,
-    /// Envoy admin port (on 127.0.0.1).
+    /// Envoy admin port.
     #[arg(long, default_value_t = 9901)]
     pub admin_port: u16,
+    /// Address Envoy's admin interface binds (keep it on loopback: it is unauthenticated).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub admin_bind: std::net::IpAddr,
     /// Use delta (incremental) ADS instead of state of the world.
     #[arg(long)]
     pub delta: bool,
