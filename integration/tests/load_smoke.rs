@@ -21,11 +21,17 @@ fn small(delta: bool) -> anyhow::Result<LoadConfig> {
 }
 
 fn check(report: &Report) {
-    assert!(report.complete(), "not every stream synced and ACKed every change:\n{report}");
+    assert!(
+        report.complete(),
+        "not every stream synced and ACKed every change:\n{report}"
+    );
     assert!(report.sync_bytes > 0);
     assert_eq!(report.changes.len(), 3);
     assert!(report.changes.iter().all(|c| c.bytes > 0), "{report}");
-    assert!(report.rss_before.rss_kib > 0, "portico's memory was not read");
+    assert!(
+        report.rss_before.rss_kib > 0,
+        "portico's memory was not read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,8 +50,41 @@ async fn delta_fleet_syncs_and_acks_every_change() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_can_share_a_connection() -> anyhow::Result<()> {
-    let config = LoadConfig { streams_per_connection: 10, changes: 1, ..small(false)? };
+    let config = LoadConfig {
+        streams_per_connection: 10,
+        changes: 1,
+        ..small(false)?
+    };
     let report = run(&config).await?;
     assert!(report.complete(), "{report}");
+    Ok(())
+}
+
+// The propagation benchmark lives in the `portico-propagation` binary; compiled in here too so
+// the suite keeps it working.
+#[path = "../src/propagation/mod.rs"]
+#[allow(dead_code)]
+mod propagation;
+
+/// A few route adds through real Envoy under a light steady load: every add is served and the
+/// existing routes never answer anything but 2xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propagation_adds_routes_without_errors() -> anyhow::Result<()> {
+    let config = propagation::PropagationConfig {
+        routes: 20,
+        backends: 2,
+        adds: 3,
+        load_clients: 1,
+        load_interval: Duration::from_millis(10),
+        pause: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let report = propagation::run(&config).await?;
+    println!("{report}");
+    assert_eq!(report.timed_out, 0, "{report}");
+    assert_eq!(report.latency.count, 3, "{report}");
+    assert_eq!(report.steady.non_2xx(), 0, "{report}");
+    assert_eq!(report.propagating_unexpected, 0, "{report}");
+    assert!(report.steady.requests > 0, "{report}");
     Ok(())
 }

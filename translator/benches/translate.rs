@@ -14,7 +14,7 @@ use std::fmt::Write;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use portico_translator::{Feedback, Options, Resources, render, translate};
 
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
@@ -131,7 +131,9 @@ fn main() {
         return;
     }
     benches();
-    criterion::Criterion::default().configure_from_args().final_summary();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
 }
 
 /// Where the time goes (`STAGES=N cargo bench -p portico-translator --bench translate`):
@@ -141,7 +143,8 @@ fn stages(n: usize) {
     let input = resources(n, n, false);
     for _ in 0..3 {
         let t = Instant::now();
-        let stage = portico_translator::resolve::run(&input, &Options::default(), &Feedback::default());
+        let stage =
+            portico_translator::resolve::run(&input, &Options::default(), &Feedback::default());
         let t1 = t.elapsed();
         let t = Instant::now();
         let fleets: Vec<_> = stage
@@ -150,12 +153,19 @@ fn stages(n: usize) {
             .iter()
             .map(|(name, f)| {
                 let (ns, gw) = name.split_once('/').unwrap_or(("", name));
-                portico_translator::xds::fleet_config(f, &portico_translator::ObjectKey::new("Gateway", ns, gw))
+                portico_translator::xds::fleet_config(
+                    f,
+                    &portico_translator::ObjectKey::new("Gateway", ns, gw),
+                )
             })
             .collect();
         let t2 = t.elapsed();
         let t = Instant::now();
-        let n: usize = fleets.iter().flat_map(render::fleet_to_any).map(|(_, _, a)| a.value.len()).sum();
+        let n: usize = fleets
+            .iter()
+            .flat_map(render::fleet_to_any)
+            .map(|(_, _, a)| a.value.len())
+            .sum();
         let t3 = t.elapsed();
         let t = Instant::now();
         drop(fleets);

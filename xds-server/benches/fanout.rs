@@ -177,16 +177,12 @@ fn snapshots(c: &mut Criterion) {
 /// A minimal ADS client that knows the names it needs: wildcard CDS and LDS, then every EDS
 /// name and the one route configuration; ACKs everything and counts RDS ACKs.
 async fn stream(
-    addr: std::net::SocketAddr,
+    mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
     id: usize,
     n: usize,
     delta: bool,
     acks: Arc<(AtomicUsize, Notify)>,
 ) {
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
-        .max_decoding_message_size(64 << 20);
     let node = Node {
         id: format!("n{id}"),
         cluster: FLEET.into(),
@@ -263,15 +259,20 @@ async fn stream(
     }
 }
 
+/// Waits until `target` RDS ACKs were counted; panics after a minute (a stream died).
 async fn wait_acks(acks: &(AtomicUsize, Notify), target: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let notified = acks.1.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if acks.0.load(Ordering::SeqCst) >= target {
+        let count = acks.0.load(Ordering::SeqCst);
+        if count >= target {
             return;
         }
-        notified.await;
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            panic!("only {count} of {target} RDS ACKs after a minute");
+        }
     }
 }
 
@@ -299,8 +300,15 @@ fn fanout(c: &mut Criterion) {
                     .expect("bind");
                 let addr = listener.local_addr().expect("addr");
                 tokio::spawn(Server::new(cache.clone()).serve(listener, std::future::pending()));
+                // Connected one after the other: a burst of a thousand connects overflows the
+                // accept backlog.
                 for id in 0..streams {
-                    tokio::spawn(stream(addr, id, routes, delta, acks.clone()));
+                    let client =
+                        AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+                            .await
+                            .expect("connect")
+                            .max_decoding_message_size(64 << 20);
+                    tokio::spawn(stream(client, id, routes, delta, acks.clone()));
                 }
                 wait_acks(&acks, streams).await;
             });

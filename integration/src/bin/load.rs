@@ -11,7 +11,10 @@ use clap::Parser;
 use portico_integration::load::{LoadConfig, run, server::sibling_portico};
 
 #[derive(Parser, Debug)]
-#[command(name = "portico-load", about = "Simulates a fleet of Envoys against a real portico serve")]
+#[command(
+    name = "portico-load",
+    about = "Simulates a fleet of Envoys against a real portico serve"
+)]
 struct Args {
     /// Simulated Envoys (one ADS stream each).
     #[arg(long, default_value_t = 100)]
@@ -74,5 +77,9 @@ async fn main() -> anyhow::Result<ExitCode> {
             std::fs::write(&path, json)?;
         }
     }
-    Ok(if report.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

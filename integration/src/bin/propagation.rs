@@ -14,7 +14,10 @@ use clap::Parser;
 use propagation::{PropagationConfig, run};
 
 #[derive(Parser, Debug)]
-#[command(name = "portico-propagation", about = "Measures file change -> Envoy serving the new route")]
+#[command(
+    name = "portico-propagation",
+    about = "Measures file change -> Envoy serving the new route"
+)]
 struct Args {
     /// Routes in the directory before the first add.
     #[arg(long, default_value_t = 3000)]
@@ -70,5 +73,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
     }
     let clean = report.timed_out == 0 && report.steady.non_2xx() == 0 && report.steady.errors == 0;
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

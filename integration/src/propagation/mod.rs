@@ -13,8 +13,12 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use portico_integration::echo::{EchoConfig, spawn};
-use portico_integration::harness::{ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, eventually, free_port};
-use portico_integration::load::fixture::{Fixture, GATEWAY, NAMESPACE, backend_yaml, route_yaml, write_atomic};
+use portico_integration::harness::{
+    ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, eventually, free_port,
+};
+use portico_integration::load::fixture::{
+    Fixture, GATEWAY, NAMESPACE, backend_yaml, route_yaml, write_atomic,
+};
 use portico_integration::load::stats::Latency;
 use traffic::{Client, LoadCounts, SteadyLoad};
 
@@ -79,13 +83,31 @@ impl std::fmt::Display for PropagationReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "| metric | value |")?;
         writeln!(f, "|---|---|")?;
-        let what = if self.new_backends { "route + Backend" } else { "route" };
-        writeln!(f, "| setup | {} routes, Envoy over {}, {} adds ({what} per file) |", self.routes, self.variant, self.adds)?;
+        let what = if self.new_backends {
+            "route + Backend"
+        } else {
+            "route"
+        };
+        writeln!(
+            f,
+            "| setup | {} routes, Envoy over {}, {} adds ({what} per file) |",
+            self.routes, self.variant, self.adds
+        )?;
         writeln!(f, "| file written -> first 200 | {} |", self.latency)?;
         writeln!(f, "| adds that timed out | {} |", self.timed_out)?;
-        writeln!(f, "| unexpected answers on the new route | {} |", self.propagating_unexpected)?;
+        writeln!(
+            f,
+            "| unexpected answers on the new route | {} |",
+            self.propagating_unexpected
+        )?;
         writeln!(f, "| steady load: requests | {} |", self.steady.requests)?;
-        writeln!(f, "| steady load: non-2xx / 5xx / no answer | {} / {} / {} |", self.steady.non_2xx(), self.steady.count_5xx(), self.steady.errors)?;
+        writeln!(
+            f,
+            "| steady load: non-2xx / 5xx / no answer | {} / {} / {} |",
+            self.steady.non_2xx(),
+            self.steady.count_5xx(),
+            self.steady.errors
+        )?;
         writeln!(f, "| steady load: statuses | {:?} |", self.steady.statuses)?;
         for e in &self.steady.first_errors {
             writeln!(f, "error: {e}")?;
@@ -99,11 +121,24 @@ pub async fn run(config: &PropagationConfig) -> anyhow::Result<PropagationReport
     let echo = spawn(EchoConfig::new("echo-0", NAMESPACE)).await?;
     let dir = ConfigDir::new()?;
     let port = free_port();
-    let fixture = Fixture { routes: config.routes, backends: config.backends, backend_addr: echo.addr(), port };
+    let fixture = Fixture {
+        routes: config.routes,
+        backends: config.backends,
+        backend_addr: echo.addr(),
+        port,
+    };
     fixture.write(dir.path())?;
     let portico = Portico::start(dir.path(), PorticoOptions::default()).await?;
     let fleet = format!("{NAMESPACE}/{GATEWAY}");
-    let envoy = Envoy::start(&portico, &fleet, EnvoyOptions { delta: config.delta, node_id: None }).await?;
+    let envoy = Envoy::start(
+        &portico,
+        &fleet,
+        EnvoyOptions {
+            delta: config.delta,
+            node_id: None,
+        },
+    )
+    .await?;
     let addr = eventually(config.deadline, || envoy.address_for_port(port)).await?;
     let mut client = Client::new(addr);
     let last = format!("/r-{}", config.routes.saturating_sub(1));
@@ -112,19 +147,30 @@ pub async fn run(config: &PropagationConfig) -> anyhow::Result<PropagationReport
         match client.get(&last, Duration::from_secs(2)).await {
             Ok(200) => break,
             _ if started.elapsed() > config.deadline => {
-                bail!("{last} never answered 200 through Envoy; envoy log:\n{}", envoy.log_tail())
+                bail!(
+                    "{last} never answered 200 through Envoy; envoy log:\n{}",
+                    envoy.log_tail()
+                )
             }
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 
     let step = (config.routes / 100).max(1);
-    let paths = (0..config.routes).step_by(step).map(|i| format!("/r-{i}")).collect();
+    let paths = (0..config.routes)
+        .step_by(step)
+        .map(|i| format!("/r-{i}"))
+        .collect();
     let steady = SteadyLoad::start(addr, config.load_clients, config.load_interval, paths);
     let mut report = PropagationReport {
         routes: config.routes,
         adds: config.adds,
-        variant: if config.delta { "delta ADS" } else { "SotW ADS" }.into(),
+        variant: if config.delta {
+            "delta ADS"
+        } else {
+            "SotW ADS"
+        }
+        .into(),
         new_backends: config.new_backends,
         ..Default::default()
     };
@@ -137,7 +183,11 @@ pub async fn run(config: &PropagationConfig) -> anyhow::Result<PropagationReport
         } else {
             String::new()
         };
-        let backend = if config.new_backends { name.clone() } else { fixture.backend_of(k) };
+        let backend = if config.new_backends {
+            name.clone()
+        } else {
+            fixture.backend_of(k)
+        };
         yaml.push_str(&route_yaml(&name, &path, &backend));
         let file = dir.path().join("routes").join(format!("{name}.yaml"));
         let written = Instant::now();

@@ -44,13 +44,18 @@ impl Client {
 
     async fn get_inner(&mut self, path: &str) -> anyhow::Result<u16> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let stream = TcpStream::connect(self.addr).await.with_context(|| format!("connect {}", self.addr))?;
+            let stream = TcpStream::connect(self.addr)
+                .await
+                .with_context(|| format!("connect {}", self.addr))?;
             let _ = stream.set_nodelay(true);
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(connection);
             self.sender = Some(sender);
         }
-        let Some(sender) = self.sender.as_mut() else { unreachable!("just connected") };
+        let Some(sender) = self.sender.as_mut() else {
+            unreachable!("just connected")
+        };
         sender.ready().await?;
         let request = http::Request::get(path)
             .header(http::header::HOST, "load.example")
@@ -76,11 +81,19 @@ pub struct LoadCounts {
 
 impl LoadCounts {
     pub fn non_2xx(&self) -> u64 {
-        self.statuses.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(_, n)| n).sum()
+        self.statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn count_5xx(&self) -> u64 {
-        self.statuses.iter().filter(|(s, _)| **s >= 500).map(|(_, n)| n).sum()
+        self.statuses
+            .iter()
+            .filter(|(s, _)| **s >= 500)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn add(&mut self, result: anyhow::Result<u16>) {
@@ -127,13 +140,20 @@ impl SteadyLoad {
                 }
             });
         }
-        SteadyLoad { stop, counts, tasks }
+        SteadyLoad {
+            stop,
+            counts,
+            tasks,
+        }
     }
 
     /// Stops every client and returns the counts.
     pub async fn finish(mut self) -> LoadCounts {
         self.stop.store(true, Ordering::Relaxed);
         while self.tasks.join_next().await.is_some() {}
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
