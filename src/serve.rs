@@ -101,7 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             if !dir.is_dir() {
                 anyhow::bail!("--config-dir {}: not a directory", dir.display());
             }
-            let (watcher, mut changes) = crate::source::watch::watch(
+            let (watcher, mut changes, changed) = crate::source::watch::watch(
                 dir,
                 Duration::from_millis(args.debounce_ms),
                 Duration::from_millis(args.max_delay_ms),
@@ -114,7 +114,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             });
             tracing::info!(dir = %dir.display(), "serving config directory");
-            Source::Dir(Box::new(DirSource::new(dir)))
+            Source::Dir(Box::new(DirSource::new(dir)), changed)
         }
         (None, None) => {
             tracing::info!(
@@ -154,7 +154,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 enum Source {
-    Dir(Box<DirSource>),
+    /// The directory, and what its watcher saw change since the last load.
+    Dir(Box<DirSource>, crate::source::watch::SharedChanges),
     Example,
     Kube(crate::kube::KubeSource),
 }
@@ -162,8 +163,10 @@ enum Source {
 impl Source {
     fn load(&mut self) -> (Resources, Vec<Problem>) {
         match self {
-            Source::Dir(dir) => {
-                let loaded = dir.load();
+            Source::Dir(dir, changed) => {
+                let changed =
+                    std::mem::take(&mut *changed.lock().unwrap_or_else(|e| e.into_inner()));
+                let loaded = dir.load_changed(changed);
                 (loaded.resources, loaded.problems)
             }
             Source::Example => crate::source::example::load(),

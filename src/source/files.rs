@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use portico_translator::{Document, ObjectKey, Problem, ProblemKind, Resources, Severity};
 
+use super::watch::Changed;
+
 /// What one load of the directory produced.
 #[derive(Default)]
 pub struct Loaded {
@@ -36,43 +38,104 @@ struct FileState {
 pub struct DirSource {
     root: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    /// The root as the watcher reports paths: absolute, symlinks resolved.
+    canonical_root: PathBuf,
+    /// Whether a full walk happened yet (changed paths alone cannot build the first view).
+    scanned: bool,
 }
 
 impl DirSource {
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
         Self {
-            root: root.into(),
+            canonical_root: std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone()),
+            root,
             files: BTreeMap::new(),
+            scanned: false,
         }
     }
 
-    /// Reads the directory again. Unchanged files are not parsed again.
+    /// Reads the whole directory again. Unchanged files are not parsed again.
     pub fn load(&mut self) -> Loaded {
-        let mut loaded = Loaded::default();
+        let mut root_problem = None;
         let mut paths = Vec::new();
         if let Err(err) = collect_yaml_files(&self.root, &mut paths) {
-            loaded.problems.push(io_problem(&self.root, &err));
+            root_problem = Some(io_problem(&self.root, &err));
             // Keep serving what we had: a vanished or unreadable root is not an empty config.
             paths = self.files.keys().cloned().collect();
         }
-        paths.sort();
         let present: BTreeSet<&PathBuf> = paths.iter().collect();
         self.files.retain(|path, _| present.contains(path));
-
         for path in &paths {
-            match std::fs::read_to_string(path) {
-                Ok(text) => self.refresh(path, &text),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                    self.files.remove(path);
-                    continue;
+            self.read(path);
+        }
+        self.scanned = true;
+        let mut loaded = self.assemble();
+        loaded.problems.extend(root_problem);
+        loaded
+    }
+
+    /// Re-reads only the paths a watcher reported, falling back to a full scan when that
+    /// cannot be trusted (first load, a watch error, a new folder).
+    pub fn load_changed(&mut self, changed: Changed) -> Loaded {
+        if changed.rescan || !self.scanned {
+            return self.load();
+        }
+        for reported in &changed.paths {
+            // Back to the root's own spelling, which keys the files and names them in problems.
+            let Some(path) = self.under_root(reported) else {
+                continue;
+            };
+            let path = &path;
+            match std::fs::metadata(path) {
+                // A new or moved folder: its files need a walk.
+                Ok(meta) if meta.is_dir() => return self.load(),
+                Ok(_) => {
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default();
+                    if is_yaml(&name) {
+                        self.read(path);
+                    }
                 }
-                Err(err) => {
-                    let state = self.files.entry(path.clone()).or_default();
-                    state.problems = vec![io_problem(path, &err)];
-                }
+                // Gone: the file, or a folder with every file below it.
+                Err(_) => self.files.retain(|known, _| !known.starts_with(path)),
             }
         }
+        self.assemble()
+    }
 
+    /// A reported path in the root's spelling, if it is one the directory walk would read
+    /// (below the root, no hidden or editor temp component).
+    fn under_root(&self, reported: &Path) -> Option<PathBuf> {
+        let relative = reported
+            .strip_prefix(&self.canonical_root)
+            .or_else(|_| reported.strip_prefix(&self.root))
+            .ok()?;
+        let visible = relative.components().all(|c| {
+            let name = c.as_os_str().to_string_lossy();
+            !(name.starts_with('.') || name.starts_with('#') || name.ends_with('~'))
+        });
+        visible.then(|| self.root.join(relative))
+    }
+
+    fn read(&mut self, path: &Path) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.refresh(path, &text),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                self.files.remove(path);
+            }
+            Err(err) => {
+                let state = self.files.entry(path.to_path_buf()).or_default();
+                state.problems = vec![io_problem(path, &err)];
+            }
+        }
+    }
+
+    /// Builds the input from every file's documents in effect, in path order.
+    fn assemble(&self) -> Loaded {
+        let mut loaded = Loaded::default();
         let mut seen: BTreeMap<ObjectKey, String> = BTreeMap::new();
         for (path, state) in &self.files {
             let file = display(path);
@@ -302,5 +365,92 @@ mod tests {
         std::fs::remove_file(dir.path().join("1.yaml")).unwrap();
         std::fs::remove_file(dir.path().join("2.yaml")).unwrap();
         assert!(names(&source.load()).is_empty());
+    }
+
+    fn changed(paths: &[&Path]) -> Changed {
+        Changed {
+            paths: paths.iter().map(|p| p.to_path_buf()).collect(),
+            rescan: false,
+        }
+    }
+
+    #[test]
+    fn only_reported_paths_are_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+        std::fs::write(&a, ROUTE_A).unwrap();
+        std::fs::write(&b, ROUTE_B).unwrap();
+        let mut source = DirSource::new(dir.path());
+        assert_eq!(names(&source.load_changed(Changed::default())), ["a", "b"]);
+
+        // b changes on disk but only a is reported: the view follows the report.
+        std::fs::write(&a, ROUTE_A.replace("name: a", "name: a2")).unwrap();
+        std::fs::write(&b, ROUTE_B.replace("name: b", "name: b2")).unwrap();
+        assert_eq!(names(&source.load_changed(changed(&[&a]))), ["a2", "b"]);
+        let rescan = Changed {
+            rescan: true,
+            ..Changed::default()
+        };
+        assert_eq!(names(&source.load_changed(rescan)), ["a2", "b2"]);
+    }
+
+    #[test]
+    fn reported_removals_and_new_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("team");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("a.yaml"), ROUTE_A).unwrap();
+        let mut source = DirSource::new(dir.path());
+        assert_eq!(names(&source.load()), ["a"]);
+
+        std::fs::remove_dir_all(&sub).unwrap();
+        assert!(names(&source.load_changed(changed(&[&sub]))).is_empty());
+
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("b.yaml"), ROUTE_B).unwrap();
+        assert_eq!(names(&source.load_changed(changed(&[&other]))), ["b"]);
+
+        // Hidden and temp paths are never read, even when reported.
+        let swap = dir.path().join(".b.yaml.swp");
+        std::fs::write(&swap, ROUTE_A).unwrap();
+        assert_eq!(names(&source.load_changed(changed(&[&swap]))), ["b"]);
+    }
+
+    #[test]
+    fn absolute_reports_map_onto_a_relative_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), ROUTE_A).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(dir.path(), &cwd);
+        let mut source = DirSource::new(&relative);
+        source.load();
+        let absolute = std::fs::canonicalize(dir.path()).unwrap().join("a.yaml");
+        std::fs::write(&absolute, ROUTE_B).unwrap();
+        let loaded = source.load_changed(changed(&[&absolute]));
+        assert_eq!(names(&loaded), ["b"]);
+        // Problems and sources keep the root's own spelling.
+        assert!(
+            loaded
+                .resources
+                .sources
+                .values()
+                .all(|s| s.file.starts_with(&*relative.to_string_lossy()))
+        );
+    }
+
+    /// `to` relative to `from` (both absolute), with `..` steps.
+    fn pathdiff(to: &Path, from: &Path) -> PathBuf {
+        let to: Vec<_> = to.components().collect();
+        let from: Vec<_> = from.components().collect();
+        let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+        let mut out = PathBuf::new();
+        for _ in common..from.len() {
+            out.push("..");
+        }
+        for c in &to[common..] {
+            out.push(c);
+        }
+        out
     }
 }

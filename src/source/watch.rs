@@ -1,6 +1,8 @@
 //! Watches the config directory and turns bursts of file events into single reloads.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,24 +10,56 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// Paths that changed since the source last looked, so a reload re-reads only those files.
+#[derive(Default, Debug)]
+pub struct Changed {
+    pub paths: BTreeSet<PathBuf>,
+    /// Something happened that paths cannot describe (a watch error, a folder swapped under a
+    /// ConfigMap mount): re-read the whole tree.
+    pub rescan: bool,
+}
+
+pub type SharedChanges = Arc<Mutex<Changed>>;
+
 /// Starts a recursive watch on `root`. Each message on the returned channel means "something
 /// changed, reload": sent after `quiet` without events, or at most `max_delay` after the first
-/// event of a burst, so a steady trickle of writes cannot postpone a reload forever.
+/// event of a burst, so a steady trickle of writes cannot postpone a reload forever. What
+/// changed accumulates in the returned [`SharedChanges`].
 pub fn watch(
     root: &Path,
     quiet: Duration,
     max_delay: Duration,
-) -> anyhow::Result<(notify::RecommendedWatcher, mpsc::Receiver<()>)> {
+) -> anyhow::Result<(
+    notify::RecommendedWatcher,
+    mpsc::Receiver<()>,
+    SharedChanges,
+)> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
+    let changes = SharedChanges::default();
+    let changed = changes.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let mut changed = changed.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             Ok(event) if is_relevant(&event) => {
+                for path in &event.paths {
+                    if path
+                        .components()
+                        .any(|c| c.as_os_str().to_string_lossy().starts_with(".."))
+                    {
+                        changed.rescan = true;
+                    }
+                }
+                if event.need_rescan() {
+                    changed.rescan = true;
+                }
+                changed.paths.extend(event.paths);
                 let _ = raw_tx.send(());
             }
             Ok(_) => {}
-            // Overflowed queues and similar: a reload re-reads everything anyway.
+            // Overflowed queues and similar: re-read everything.
             Err(err) => {
                 tracing::warn!(error = %err, "file watch error; reloading");
+                changed.rescan = true;
                 let _ = raw_tx.send(());
             }
         }
@@ -51,7 +85,7 @@ pub fn watch(
             let _ = tx.try_send(());
         }
     });
-    Ok((watcher, rx))
+    Ok((watcher, rx, changes))
 }
 
 /// Ignores events that cannot change the config (reads, hidden or non-YAML files), but keeps
