@@ -8,3 +8,4 @@ pub mod echo;
 pub mod fake_kube;
 pub mod harness;
 pub mod load;
+pub mod propagation;

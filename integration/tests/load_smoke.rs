@@ -60,11 +60,7 @@ async fn streams_can_share_a_connection() -> anyhow::Result<()> {
     Ok(())
 }
 
-// The propagation benchmark lives in the `portico-propagation` binary; compiled in here too so
-// the suite keeps it working.
-#[path = "../src/propagation/mod.rs"]
-#[allow(dead_code)]
-mod propagation;
+use portico_integration::propagation;
 
 /// A few route adds through real Envoy under a light steady load: every add is served and the
 /// existing routes never answer anything but 2xx.

@@ -3,15 +3,12 @@
 //! (`$PORTICO_BIN`, else next to this executable) and Envoy (`$PORTICO_ENVOY`, else
 //! `scripts/setup-envoy.sh`).
 
-#[path = "../propagation/mod.rs"]
-mod propagation;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use propagation::{PropagationConfig, run};
+use portico_integration::propagation::{PropagationConfig, run};
 
 #[derive(Parser, Debug)]
 #[command(

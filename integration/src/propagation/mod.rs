@@ -12,14 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use portico_integration::echo::{EchoConfig, spawn};
-use portico_integration::harness::{
+use crate::echo::{EchoConfig, spawn};
+use crate::harness::{
     ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, eventually, free_port,
 };
-use portico_integration::load::fixture::{
-    Fixture, GATEWAY, NAMESPACE, backend_yaml, route_yaml, write_atomic,
-};
-use portico_integration::load::stats::Latency;
+use crate::load::fixture::{Fixture, GATEWAY, NAMESPACE, backend_yaml, route_yaml, write_atomic};
+use crate::load::stats::Latency;
 use traffic::{Client, LoadCounts, SteadyLoad};
 
 /// What one run does.
