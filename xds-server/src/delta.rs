@@ -29,6 +29,7 @@ impl Protocol for Delta {
     fn on_request(st: &mut StreamState, req: DeltaDiscoveryRequest) {
         let type_url = req.type_url.as_str();
         let ts = st.types.entry(type_url.to_string()).or_default();
+        ts.touch();
         let first = !ts.requested;
         subscribe(ts, &req);
         if first
@@ -59,17 +60,19 @@ impl Protocol for Delta {
         if ts.must_respond {
             return true;
         }
-        let changed = ts
-            .desired(view, type_url)
-            .into_iter()
-            .any(|r| ts.force.contains(&r.name) || !ts.held.get(&r.name).is_some_and(|h| h.is(r)));
-        changed || removals(view, type_url, ts).next().is_some()
+        ts.work_memo(view, type_url, || {
+            let changed = ts.desired(view, type_url).into_iter().any(|r| {
+                ts.force.contains(&r.name) || !ts.held.get(&r.name).is_some_and(|h| h.is(r))
+            });
+            changed || removals(view, type_url, ts).next().is_some()
+        })
     }
 
     fn build(st: &mut StreamState, type_url: &str) -> DeltaResponse {
         let nonce = st.next_nonce();
         let version = st.view.version(type_url);
         let ts = st.types.entry(type_url.to_string()).or_default();
+        ts.touch();
         let mut resources = Vec::new();
         let mut changed = Vec::new();
         for r in ts.desired(&st.view, type_url) {

@@ -8,6 +8,7 @@
 mod cache;
 mod csds;
 mod delta;
+mod frames;
 mod metrics;
 mod refs;
 mod resume;

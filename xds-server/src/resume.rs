@@ -16,6 +16,7 @@ impl StreamState {
         let Some(ts) = self.types.get_mut(type_url) else {
             return;
         };
+        ts.touch();
         ts.sent_version = Some(version.clone());
         ts.acked_version = Some(version.clone());
         ts.last_nack = None;
@@ -100,6 +101,7 @@ impl StreamState {
             // Nothing is sent: an empty LDS/CDS response would delete everything, and Envoy
             // ignores an empty EDS/RDS one (it reaches no watch), so neither would help.
             ts.held = held;
+            ts.touch();
         }
         true
     }

@@ -10,25 +10,23 @@ use std::future::{Ready, ready};
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
+use tonic::codec::Codec;
 use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
 use crate::delta::Delta;
+use crate::frames::FrameBody;
 use crate::sotw::Sotw;
 use crate::state::Protocol;
 use crate::status::Variant;
 use crate::stream;
 use crate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
-use crate::wire::{DeltaResponse, SotwResponse};
 
 /// Largest request accepted: a node with very many subscriptions sends long name lists.
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
@@ -46,7 +44,7 @@ impl Xds {
         variant: Variant,
         fixed_type: Option<&'static str>,
         requests: Streaming<P::Request>,
-    ) -> ReceiverStream<Result<P::Response, Status>> {
+    ) -> mpsc::Receiver<Result<P::Response, Status>> {
         // One slot: a client that does not read holds up only its own stream, and the next
         // response is built from the latest state when the slot frees up.
         let (tx, rx) = mpsc::channel(1);
@@ -58,7 +56,37 @@ impl Xds {
             requests,
             tx,
         ));
-        ReceiverStream::new(rx)
+        rx
+    }
+
+    /// A SotW or delta stream: decoded by tonic, answered with [`FrameBody`] (see
+    /// `frames.rs` for why not tonic's encoder).
+    fn stream<P: Protocol, B>(
+        &self,
+        variant: Variant,
+        fixed_type: Option<&'static str>,
+        req: http::Request<B>,
+    ) -> http::Response<Body>
+    where
+        P::Response: Unpin,
+        B: HttpBody + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        if let Some(encoding) = req.headers().get("grpc-encoding")
+            && encoding != "identity"
+        {
+            let message = format!("request compression {encoding:?} is not supported");
+            return Status::unimplemented(message).into_http();
+        }
+        let decoder = ProstCodec::<P::Response, P::Request>::default().decoder();
+        let requests = Streaming::new_request(decoder, req.into_body(), None, Some(MAX_MESSAGE));
+        let rx = self.spawn::<P>(variant, fixed_type, requests);
+        let mut response = http::Response::new(Body::new(FrameBody::new(rx)));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        response
     }
 
     /// Unary fetch: the requested (or all) resources of the node's fleet.
@@ -209,28 +237,16 @@ where
             } else {
                 Variant::SotwPerType
             };
-            let method = StreamMethod::<Sotw> {
-                xds,
-                variant,
-                fixed,
-                protocol: PhantomData,
-            };
-            let codec = ProstCodec::<SotwResponse, DiscoveryRequest>::default();
-            Box::pin(async move { Ok(grpc(codec).streaming(method, req).await) })
+            let response = xds.stream::<Sotw, B>(variant, fixed, req);
+            Box::pin(async move { Ok(response) })
         } else if method == A::DELTA {
             let variant = if ads {
                 Variant::DeltaAds
             } else {
                 Variant::DeltaPerType
             };
-            let method = StreamMethod::<Delta> {
-                xds,
-                variant,
-                fixed,
-                protocol: PhantomData,
-            };
-            let codec = ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
-            Box::pin(async move { Ok(grpc(codec).streaming(method, req).await) })
+            let response = xds.stream::<Delta, B>(variant, fixed, req);
+            Box::pin(async move { Ok(response) })
         } else if let (Some(type_url), true) = (fixed, A::FETCH == Some(method)) {
             let method = FetchMethod { xds, type_url };
             let codec = ProstCodec::<DiscoveryResponse, DiscoveryRequest>::default();
@@ -247,26 +263,6 @@ where
     U: prost::Message + Default + Send + 'static,
 {
     Grpc::new(codec).apply_max_message_size_config(Some(MAX_MESSAGE), None)
-}
-
-struct StreamMethod<P> {
-    xds: Xds,
-    variant: Variant,
-    fixed: Option<&'static str>,
-    protocol: PhantomData<fn() -> P>,
-}
-
-impl<P: Protocol> StreamingService<P::Request> for StreamMethod<P> {
-    type Response = P::Response;
-    type ResponseStream = ReceiverStream<Result<P::Response, Status>>;
-    type Future = Ready<Result<Response<Self::ResponseStream>, Status>>;
-
-    fn call(&mut self, request: Request<Streaming<P::Request>>) -> Self::Future {
-        let stream = self
-            .xds
-            .spawn::<P>(self.variant, self.fixed, request.into_inner());
-        ready(Ok(Response::new(stream)))
-    }
 }
 
 struct FetchMethod {

@@ -30,6 +30,7 @@ impl Protocol for Sotw {
     fn on_request(st: &mut StreamState, req: DiscoveryRequest) {
         let type_url = req.type_url.as_str();
         let ts = st.types.entry(type_url.to_string()).or_default();
+        ts.touch();
         let nonce = req.response_nonce.as_str();
         if !nonce.is_empty() && ts.last_nonce.as_deref().is_some_and(|last| last != nonce) {
             // A newer response is on its way; the client will answer that one with its
@@ -76,22 +77,14 @@ impl Protocol for Sotw {
         if ts.must_respond {
             return true;
         }
-        let desired = ts.desired(view, type_url);
-        let changed = |r: &&Resource| {
-            ts.force.contains(&r.name) || !ts.held.get(&r.name).is_some_and(|h| h.is(r))
-        };
-        if full_state(type_url) {
-            // Deletion by omission: anything held but no longer desired also needs a push.
-            desired.len() != ts.held.len() || desired.iter().any(changed)
-        } else {
-            desired.iter().any(changed)
-        }
+        ts.work_memo(view, type_url, || changes(view, type_url, ts))
     }
 
     fn build(st: &mut StreamState, type_url: &str) -> SotwResponse {
         let nonce = st.next_nonce();
         let version = st.view.version(type_url);
         let ts = st.types.entry(type_url.to_string()).or_default();
+        ts.touch();
         let desired = ts.desired(&st.view, type_url);
         let full = full_state(type_url);
         let mut changed = Vec::new();
@@ -133,11 +126,33 @@ impl Protocol for Sotw {
     /// come back (the client may have let them go with their parents).
     fn on_snapshot(st: &mut StreamState) {
         for (type_url, ts) in st.types.iter_mut() {
-            if !full_state(type_url) {
+            // Held names come from the view of the time; if this type's part of the view has
+            // not changed since the last pass, nothing can have gone.
+            let generation = st.view.generation(type_url);
+            if !full_state(type_url) && ts.pruned_at != Some(generation) {
+                ts.pruned_at = Some(generation);
+                let before = ts.held.len();
                 ts.held
                     .retain(|name, _| st.view.get(type_url, name).is_some());
+                if ts.held.len() != before {
+                    ts.touch();
+                }
             }
         }
+    }
+}
+
+/// Whether anything the subscription selects differs from what the client holds.
+fn changes(view: &View, type_url: &str, ts: &TypeState) -> bool {
+    let desired = ts.desired(view, type_url);
+    let changed = |r: &&Resource| {
+        ts.force.contains(&r.name) || !ts.held.get(&r.name).is_some_and(|h| h.is(r))
+    };
+    if full_state(type_url) {
+        // Deletion by omission: anything held but no longer desired also needs a push.
+        desired.len() != ts.held.len() || desired.iter().any(changed)
+    } else {
+        desired.iter().any(changed)
     }
 }
 

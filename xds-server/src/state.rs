@@ -2,6 +2,7 @@
 //! make-before-break retention of removed clusters. The SotW and delta wire rules live in
 //! `sotw.rs` and `delta.rs` behind [`Protocol`]; the event loop in `stream.rs`.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -106,9 +107,40 @@ pub(crate) struct TypeState {
     /// The client showed it holds the current version on connecting, and nothing was sent
     /// since (see `resume.rs`).
     pub(crate) resumed: bool,
+    /// The view generation of this type at which `has_work` last found nothing to send.
+    /// Cleared by every change to this state (`touch`), so an idle stream answers `has_work`
+    /// in O(1) for types a new snapshot did not change instead of comparing every resource.
+    clean_at: Cell<Option<u64>>,
+    /// SotW: the view generation of this type at which `held` was last pruned of names the
+    /// view no longer has.
+    pub(crate) pruned_at: Option<u64>,
 }
 
 impl TypeState {
+    /// Forgets the memoised "nothing to send": call after changing this state.
+    pub(crate) fn touch(&mut self) {
+        self.clean_at.set(None);
+    }
+
+    /// `has_work`, memoised per view generation. `compute` must depend only on `view` (for
+    /// this type) and on this state.
+    pub(crate) fn work_memo(
+        &self,
+        view: &View,
+        type_url: &str,
+        compute: impl FnOnce() -> bool,
+    ) -> bool {
+        let generation = view.generation(type_url);
+        if self.clean_at.get() == Some(generation) {
+            return false;
+        }
+        let work = compute();
+        if !work {
+            self.clean_at.set(Some(generation));
+        }
+        work
+    }
+
     pub(crate) fn covers(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
@@ -211,6 +243,7 @@ impl StreamState {
         let Some(ts) = self.types.get_mut(type_url) else {
             return;
         };
+        ts.touch();
         let Some(sent) = ts.in_flight.take() else {
             return;
         };
@@ -243,6 +276,7 @@ impl StreamState {
     /// `warm`: children of the resources the client did not have in this version.
     pub(crate) fn sent(&mut self, type_url: &str, sent: InFlight, warm: Vec<String>) {
         let ts = self.types.entry(type_url.to_string()).or_default();
+        ts.touch();
         ts.sent_version = Some(sent.version.clone());
         ts.last_nonce = Some(sent.nonce.clone());
         ts.in_flight = Some(sent);
@@ -257,6 +291,7 @@ impl StreamState {
             _ => return,
         };
         if let Some(ts) = self.types.get_mut(child) {
+            ts.touch();
             for name in warm {
                 if ts.covers(&name) {
                     ts.force.insert(name);
@@ -280,10 +315,18 @@ impl StreamState {
     }
 
     pub(crate) fn switch_snapshot<P: Protocol>(&mut self, published: Published) {
-        let old = std::mem::replace(&mut self.view.snapshot, published.unwrap_or_default());
+        let old = self.view.replace_snapshot(published.unwrap_or_default());
         let snapshot = &self.view.snapshot;
+        let mut shrunk = Vec::new();
         for (t, kept) in self.view.retained.iter_mut() {
+            let before = kept.len();
             kept.retain(|name, _| snapshot.get(t, name).is_none());
+            if kept.len() != before {
+                shrunk.push(t.clone());
+            }
+        }
+        for t in shrunk {
+            self.view.touch(&t);
         }
         // Make-before-break: while listeners or routes are changing, clusters the snapshot
         // dropped stay until those changes are through; `cleanup` then removes them.
@@ -316,6 +359,7 @@ impl StreamState {
                             .entry(t.to_string())
                             .or_default()
                             .insert(name.clone(), r);
+                        self.view.touch(t);
                     }
                 }
             }
@@ -331,6 +375,7 @@ impl StreamState {
             if !self.types.keys().any(|t| t != CLUSTER && self.busy::<P>(t)) {
                 debug!("removing clusters retained for make-before-break");
                 self.view.retained.remove(CLUSTER);
+                self.view.touch(CLUSTER);
             }
         } else if kept(ENDPOINT)
             && !self
@@ -339,6 +384,7 @@ impl StreamState {
                 .any(|t| t != ENDPOINT && self.busy::<P>(t))
         {
             self.view.retained.remove(ENDPOINT);
+            self.view.touch(ENDPOINT);
         }
     }
 

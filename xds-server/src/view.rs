@@ -11,9 +11,47 @@ pub(crate) struct View {
     /// Clusters (and their endpoints) the snapshot dropped but the client still needs until the
     /// listeners and routes that used them are replaced. By type URL, then name.
     pub(crate) retained: BTreeMap<String, BTreeMap<String, Resource>>,
+    /// Per type, a number that changes whenever what the view serves of that type may have
+    /// changed (new content version, retained set touched). Lets a stream skip re-comparing
+    /// every resource it holds for types a new snapshot left alone.
+    generations: BTreeMap<String, u64>,
+    next_generation: u64,
 }
 
 impl View {
+    pub(crate) fn generation(&self, type_url: &str) -> u64 {
+        self.generations.get(type_url).copied().unwrap_or(0)
+    }
+
+    /// Marks a type as possibly changed.
+    pub(crate) fn touch(&mut self, type_url: &str) {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        match self.generations.get_mut(type_url) {
+            Some(g) => *g = generation,
+            None => {
+                self.generations.insert(type_url.to_string(), generation);
+            }
+        }
+    }
+
+    /// Replaces the snapshot; touches only the types whose content version changed (the
+    /// versions are computed once per snapshot and shared by every stream of the fleet).
+    pub(crate) fn replace_snapshot(&mut self, new: Snapshot) -> Snapshot {
+        let old = std::mem::replace(&mut self.snapshot, new);
+        let mut types: Vec<String> = old.type_urls().iter().map(|t| t.to_string()).collect();
+        types.extend(self.snapshot.type_urls().iter().map(|t| t.to_string()));
+        types.extend(self.generations.keys().cloned());
+        types.sort();
+        types.dedup();
+        for t in types {
+            if old.version(&t) != self.snapshot.version(&t) {
+                self.touch(&t);
+            }
+        }
+        old
+    }
+
     pub(crate) fn get(&self, type_url: &str, name: &str) -> Option<&Resource> {
         self.snapshot
             .get(type_url, name)
