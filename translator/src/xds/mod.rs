@@ -65,7 +65,13 @@ pub fn socket(
 
 /// Builds one fleet's Envoy resources from its IR.
 pub fn fleet_config(fleet: &ir::Fleet, gateway: &ObjectKey) -> FleetConfig {
-    let mut out = FleetConfig::default();
+    // Envoy's Cluster is a large struct: growing these Vecs by doubling would copy them
+    // over and over.
+    let mut out = FleetConfig {
+        clusters: Vec::with_capacity(fleet.clusters.len()),
+        endpoints: Vec::with_capacity(fleet.clusters.len()),
+        ..Default::default()
+    };
     for port in &fleet.ports {
         let mut l = listener::listener(port, &fleet.addresses);
         l.metadata = metadata::infrastructure(&fleet.infrastructure);
