@@ -145,7 +145,8 @@ fn attach_one(
             "no listener matches the parentRef's sectionName and port".into(),
         ));
     }
-    let route_labels = ctx.namespace_labels(&head.key.namespace);
+    // Only Selector listeners need the labels: built at most once, and only then.
+    let route_labels = std::cell::OnceCell::new();
     let allowed: Vec<usize> = candidates
         .into_iter()
         .filter(|&i| {
@@ -158,9 +159,11 @@ fn attach_one(
                 .and_then(|a| a.namespaces.as_ref());
             let ns_ok = match ns.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
                 "All" => true,
-                "Selector" => ns
-                    .and_then(|n| n.selector.as_ref())
-                    .is_some_and(|s| s.matches(&route_labels)),
+                "Selector" => ns.and_then(|n| n.selector.as_ref()).is_some_and(|s| {
+                    s.matches(
+                        route_labels.get_or_init(|| ctx.namespace_labels(&head.key.namespace)),
+                    )
+                }),
                 _ => head.key.namespace == l.owner.namespace,
             };
             l.attachable() && kind_ok && ns_ok

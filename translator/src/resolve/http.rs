@@ -71,12 +71,12 @@ pub fn compile_http(
     route: &HttpRoute,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> CompiledRoute {
-    let spec: HttpRouteSpec = convert(&route.spec);
+    let mut spec: HttpRouteSpec = convert(&route.spec);
     let mut out = CompiledRoute::new(head(
         "HTTPRoute",
         &route.metadata,
-        spec.parent_refs.clone(),
-        spec.hostnames.clone(),
+        std::mem::take(&mut spec.parent_refs),
+        std::mem::take(&mut spec.hostnames),
     ));
     for (i, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
@@ -103,12 +103,7 @@ pub fn compile_http(
                 method: m.method.clone(),
                 grpc: false,
             };
-            keep_valid(
-                &mut out,
-                &format!("{field}.matches[{}]", matches.len()),
-                m,
-                &mut matches,
-            );
+            keep_valid(&mut out, &field, m, &mut matches);
         }
         if !rule.matches.is_empty() && matches.is_empty() {
             out.dropped_rules.push(field);
@@ -190,12 +185,12 @@ pub fn compile_grpc(
     route: &GrpcRoute,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> CompiledRoute {
-    let spec: GrpcRouteSpec = convert(&route.spec);
+    let mut spec: GrpcRouteSpec = convert(&route.spec);
     let mut out = CompiledRoute::new(head(
         "GRPCRoute",
         &route.metadata,
-        spec.parent_refs.clone(),
-        spec.hostnames.clone(),
+        std::mem::take(&mut spec.parent_refs),
+        std::mem::take(&mut spec.hostnames),
     ));
     for (i, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
@@ -223,12 +218,7 @@ pub fn compile_grpc(
                 method: None,
                 grpc: false,
             };
-            keep_valid(
-                &mut out,
-                &format!("{field}.matches[{}]", matches.len()),
-                m,
-                &mut matches,
-            );
+            keep_valid(&mut out, &field, m, &mut matches);
         }
         if !rule.matches.is_empty() && matches.is_empty() {
             out.dropped_rules.push(field);
@@ -268,17 +258,17 @@ pub fn regex_escape(s: &str) -> String {
 }
 
 /// Keeps a match only if Envoy would accept it; otherwise reports it (the rest of the route
-/// keeps working).
+/// keeps working). `rule_field` is the rule's field path; the match's is built only when needed.
 fn keep_valid(
     route: &mut CompiledRoute,
-    field: &str,
+    rule_field: &str,
     m: RouteMatch,
     matches: &mut Vec<RouteMatch>,
 ) {
     match validate::route_match(&m) {
         Ok(()) => matches.push(m),
         Err(e) => route.notes.push((
-            field.to_string(),
+            format!("{rule_field}.matches[{}]", matches.len()),
             format!("{e}; this match is ignored"),
             false,
         )),

@@ -37,7 +37,6 @@ pub struct StageOne {
 }
 
 pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> StageOne {
-    let __t = std::time::Instant::now();
     let mut ctx = Ctx::new(resources);
     ctx.tls_policies = backend_tls::build(&ctx);
     let (classes, mut statuses) = gateway::classes(&ctx);
@@ -56,7 +55,6 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
         })
         .collect();
     let (mut gateways, sets) = gateway::build(&mut ctx, &classes, options, &rejected);
-    eprintln!("T ctx+gw {:?}", __t.elapsed());
 
     let mut clusters = BTreeMap::new();
     let mut compiled = Vec::new();
@@ -67,7 +65,6 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
         compiled.push(http::compile_grpc(&ctx, r, &mut clusters));
     }
     compiled.sort_by(|a, b| a.head.key.cmp(&b.head.key));
-    eprintln!("T compiled {:?}", __t.elapsed());
     let mut placements = build::Placements::new();
     let mut policy_uses: BTreeSet<(usize, usize)> = BTreeSet::new();
     for (ri, route) in compiled.iter().enumerate() {
@@ -107,7 +104,6 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
             route.unresolved.as_ref(),
         ));
     }
-    eprintln!("T attach+status {:?}", __t.elapsed());
     let stream = streams::run(&mut ctx, &mut gateways, &sets, &mut clusters);
     policy_uses.extend(stream.policy_uses.iter().copied());
     statuses.extend(policy_statuses(&ctx, &gateways, &policy_uses));
@@ -123,7 +119,6 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
         ));
     }
 
-    eprintln!("T streams {:?}", __t.elapsed());
     let mut ir = Ir::default();
     for (gi, gw) in gateways.iter().enumerate() {
         ir.fleets.insert(
@@ -160,7 +155,6 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
             }
         }
     }
-    eprintln!("T fleets {:?}", __t.elapsed());
     for set in &sets {
         statuses.push(gateway_status::listener_set_status(set, &gateways));
         if let Some((reason, msg)) = &set.not_accepted {
@@ -178,7 +172,6 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
     let mut problems = ctx.problems;
     problems.sort();
     problems.dedup();
-    eprintln!("T end {:?}", __t.elapsed());
     StageOne {
         ir,
         statuses,
