@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use portico_integration::echo::{EchoConfig, EchoHandle, EchoedRequest, spawn};
+use portico_integration::harness::fixtures;
 use portico_integration::harness::http::{HttpRequest, HttpResponse, send};
 use portico_integration::harness::{
     ConfigDir, Envoy, EnvoyOptions, Portico, PorticoOptions, eventually, free_port,
@@ -40,8 +41,8 @@ impl World {
             "services.yaml",
             &format!(
                 "{}---\n{}",
-                service_yaml("app-v1", &v1),
-                service_yaml("app-v2", &v2)
+                fixtures::service_yaml(NS, "app-v1", v1.addr()),
+                fixtures::service_yaml(NS, "app-v2", v2.addr())
             ),
         )?;
         dir.write(
@@ -165,45 +166,6 @@ spec:
       protocol: HTTP
       port: {port}
 "#
-    )
-}
-
-/// A Service and the EndpointSlice that points it at one echo server.
-fn service_yaml(name: &str, echo: &EchoHandle) -> String {
-    let addr = echo.addr();
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {NS}
-spec:
-  selector:
-    app: {name}
-  ports:
-    - name: http
-      port: 8080
-      targetPort: 3000
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: {NS}
-  labels:
-    kubernetes.io/service-name: {name}
-addressType: IPv4
-ports:
-  - name: http
-    port: {port}
-    protocol: TCP
-endpoints:
-  - addresses: ["{ip}"]
-    conditions:
-      ready: true
-"#,
-        ip = addr.ip(),
-        port = addr.port()
     )
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use portico_integration::echo::{EchoConfig, EchoHandle, EchoedRequest, spawn};
 use portico_integration::fake_kube::FakeKube;
+use portico_integration::harness::fixtures;
 use portico_integration::harness::http::{HttpRequest, HttpResponse, send};
 use portico_integration::harness::{
     Envoy, EnvoyOptions, Portico, PorticoOptions, eventually, free_port,
@@ -43,8 +44,8 @@ impl Cluster {
         let v2 = spawn(EchoConfig::new("app-v2-0", NS)).await?;
         let port = free_port();
         fake.apply_yaml(&gateway_yaml(port))?;
-        fake.apply_yaml(&service_yaml("app-v1", &v1))?;
-        fake.apply_yaml(&service_yaml("app-v2", &v2))?;
+        fake.apply_yaml(&fixtures::service_yaml(NS, "app-v1", v1.addr()))?;
+        fake.apply_yaml(&fixtures::service_yaml(NS, "app-v2", v2.addr()))?;
         fake.apply_yaml(&route_yaml("route-a", "/a", "app-v1"))?;
         let config_dir = dir.path().join("unused");
         std::fs::create_dir_all(&config_dir)?;
@@ -557,43 +558,6 @@ spec:
       protocol: HTTP
       port: {port}
 "#
-    )
-}
-
-/// A Service and the EndpointSlice that points it at one echo server.
-fn service_yaml(name: &str, echo: &EchoHandle) -> String {
-    let addr = echo.addr();
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {NS}
-spec:
-  ports:
-    - name: http
-      port: 8080
-      targetPort: 3000
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: {NS}
-  labels:
-    kubernetes.io/service-name: {name}
-addressType: IPv4
-ports:
-  - name: http
-    port: {port}
-    protocol: TCP
-endpoints:
-  - addresses: ["{ip}"]
-    conditions:
-      ready: true
-"#,
-        ip = addr.ip(),
-        port = addr.port()
     )
 }
 

@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use portico_integration::codec::base64;
 use portico_integration::conformance::certs::{Pair, self_signed};
 use portico_integration::echo::{EchoConfig, EchoHandle, spawn};
+use portico_integration::harness::fixtures;
 use portico_integration::harness::http::{HttpRequest, send};
 use portico_integration::harness::tls::{TlsOptions, connect};
 use portico_integration::harness::{
@@ -56,7 +57,10 @@ impl World {
         let (alpha_port, beta_port) = (free_port(), free_port());
         let dir = ConfigDir::new()?;
         dir.write("gateways.yaml", &gateways_yaml(alpha_port, beta_port))?;
-        dir.write("backend.yaml", &backend_yaml(&echo))?;
+        dir.write(
+            "backend.yaml",
+            &fixtures::service_yaml(NS, "app", echo.addr()),
+        )?;
         dir.write("alpha-cert.yaml", &secret_yaml("alpha-cert", &alpha_cert))?;
         dir.write("beta-cert.yaml", &secret_yaml("beta-cert", &beta_cert))?;
         let portico = Portico::start(dir.path(), PorticoOptions::default()).await?;
@@ -148,44 +152,6 @@ spec:
         ));
     }
     out
-}
-
-fn backend_yaml(echo: &EchoHandle) -> String {
-    let addr = echo.addr();
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata:
-  name: app
-  namespace: {NS}
-spec:
-  selector:
-    app: app
-  ports:
-    - name: http
-      port: 8080
-      targetPort: 3000
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: app-1
-  namespace: {NS}
-  labels:
-    kubernetes.io/service-name: app
-addressType: IPv4
-ports:
-  - name: http
-    port: {port}
-    protocol: TCP
-endpoints:
-  - addresses: ["{ip}"]
-    conditions:
-      ready: true
-"#,
-        port = addr.port(),
-        ip = addr.ip(),
-    )
 }
 
 fn secret_yaml(name: &str, (crt, key): &Pair) -> String {

@@ -3,6 +3,7 @@
 
 mod binaries;
 mod envoy;
+pub mod fixtures;
 pub mod http;
 mod portico;
 pub mod tcp;

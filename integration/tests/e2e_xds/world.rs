@@ -18,6 +18,11 @@ pub const FLEET: &str = "e2e/edge";
 pub const HOST: &str = "app.example.com";
 /// Covers Portico's debounce, translation, the push and Envoy applying it.
 pub const CONVERGE: Duration = Duration::from_secs(20);
+
+/// The shared Service + EndpointSlice fixture, in this suite's namespace.
+pub fn service_yaml(name: &str, addr: SocketAddr) -> String {
+    portico_integration::harness::fixtures::service_yaml(NS, name, addr)
+}
 /// Covers Envoy's reconnect backoff (up to a few seconds) after Portico comes back.
 pub const RECONNECT: Duration = Duration::from_secs(45);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -219,44 +224,6 @@ spec:
       protocol: HTTP
       port: {port}
 "#
-    )
-}
-
-/// A Service and the EndpointSlice that points it at one echo server.
-pub fn service_yaml(name: &str, addr: SocketAddr) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {NS}
-spec:
-  selector:
-    app: {name}
-  ports:
-    - name: http
-      port: 8080
-      targetPort: 3000
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: {NS}
-  labels:
-    kubernetes.io/service-name: {name}
-addressType: IPv4
-ports:
-  - name: http
-    port: {port}
-    protocol: TCP
-endpoints:
-  - addresses: ["{ip}"]
-    conditions:
-      ready: true
-"#,
-        ip = addr.ip(),
-        port = addr.port()
     )
 }
 

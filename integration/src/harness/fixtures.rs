@@ -1,0 +1,42 @@
+//! Config fixtures the end-to-end tests share.
+
+use std::net::SocketAddr;
+
+/// A Service (port `http` 8080) and the EndpointSlice that points it at one echo server, the
+/// way Kubernetes would describe a Service backed by one ready pod.
+pub fn service_yaml(namespace: &str, name: &str, backend: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  selector:
+    app: {name}
+  ports:
+    - name: http
+      port: 8080
+      targetPort: 3000
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: {namespace}
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+ports:
+  - name: http
+    port: {port}
+    protocol: TCP
+endpoints:
+  - addresses: ["{ip}"]
+    conditions:
+      ready: true
+"#,
+        ip = backend.ip(),
+        port = backend.port()
+    )
+}
