@@ -36,7 +36,10 @@ impl World {
         let v2 = spawn(EchoConfig::new("app-v2-0", NS)).await?;
         let port = free_port();
         let dir = ConfigDir::new()?;
-        dir.write("gateway.yaml", &gateway_yaml(port))?;
+        dir.write(
+            "gateway.yaml",
+            &fixtures::gateway_yaml(NS, "edge", None, port),
+        )?;
         dir.write(
             "services.yaml",
             &format!(
@@ -85,16 +88,7 @@ impl World {
     /// Waits until `path` is answered by the echo pod `pod`.
     async fn until_served_by(&self, path: &str, pod: &str) -> anyhow::Result<EchoedRequest> {
         eventually(CONVERGE, || async {
-            let response = self.get(path).await?;
-            let echo = response
-                .echo()
-                .with_context(|| format!("{path}: {} {}", response.status, response.text()))?;
-            ensure!(
-                echo.pod == pod,
-                "{path} answered by {}, want {pod}",
-                echo.pod
-            );
-            Ok(echo)
+            self.get(path).await?.served_by(path, pod)
         })
         .await
         .with_context(|| self.logs())
@@ -102,13 +96,7 @@ impl World {
 
     async fn until_status(&self, path: &str, status: u16) -> anyhow::Result<()> {
         eventually(CONVERGE, || async {
-            let response = self.get(path).await?;
-            ensure!(
-                response.status == status,
-                "{path} answered {}, want {status}",
-                response.status
-            );
-            Ok(())
+            self.get(path).await?.has_status(path, status)
         })
         .await
         .with_context(|| self.logs())
@@ -138,35 +126,6 @@ impl World {
             self.envoy.log_tail()
         )
     }
-}
-
-fn gateway_yaml(port: u16) -> String {
-    format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: portico
-spec:
-  controllerName: portico.dev/gateway-controller
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: {NS}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: edge
-  namespace: {NS}
-spec:
-  gatewayClassName: portico
-  listeners:
-    - name: http
-      protocol: HTTP
-      port: {port}
-"#
-    )
 }
 
 fn route_yaml(name: &str, prefix: &str, backends: &[(&str, u32)]) -> String {

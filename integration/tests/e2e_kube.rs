@@ -139,16 +139,7 @@ impl World {
 
     async fn until_served_by(&self, path: &str, pod: &str) -> anyhow::Result<EchoedRequest> {
         eventually(CONVERGE, || async {
-            let response = self.get(path).await?;
-            let echo = response
-                .echo()
-                .with_context(|| format!("{path}: {} {}", response.status, response.text()))?;
-            ensure!(
-                echo.pod == pod,
-                "{path} answered by {}, want {pod}",
-                echo.pod
-            );
-            Ok(echo)
+            self.get(path).await?.served_by(path, pod)
         })
         .await
         .with_context(|| self.logs())
@@ -156,13 +147,7 @@ impl World {
 
     async fn until_status(&self, path: &str, status: u16) -> anyhow::Result<()> {
         eventually(CONVERGE, || async {
-            let response = self.get(path).await?;
-            ensure!(
-                response.status == status,
-                "{path} answered {}, want {status}",
-                response.status
-            );
-            Ok(())
+            self.get(path).await?.has_status(path, status)
         })
         .await
         .with_context(|| self.logs())
@@ -525,41 +510,22 @@ async fn sent_versions(portico: &Portico, node: &str) -> anyhow::Result<Vec<(Str
     Ok(out)
 }
 
+/// The shared Gateway fixture, plus a GatewayClass of another controller that Portico must
+/// leave alone.
 fn gateway_yaml(port: u16) -> String {
     format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: portico
-spec:
-  controllerName: {CONTROLLER}
----
-apiVersion: gateway.networking.k8s.io/v1
+        "{}---\n{OTHER_CLASS}",
+        fixtures::gateway_yaml(NS, "edge", None, port)
+    )
+}
+
+const OTHER_CLASS: &str = r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata:
   name: someone-else
 spec:
   controllerName: example.com/another-controller
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: {NS}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: edge
-  namespace: {NS}
-spec:
-  gatewayClassName: portico
-  listeners:
-    - name: http
-      protocol: HTTP
-      port: {port}
-"#
-    )
-}
+"#;
 
 fn route_yaml(name: &str, prefix: &str, service: &str) -> String {
     format!(

@@ -1,6 +1,6 @@
 //! Config fixtures the end-to-end tests share.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A Service (port `http` 8080) and the EndpointSlice that points it at one echo server, the
 /// way Kubernetes would describe a Service backed by one ready pod.
@@ -38,5 +38,39 @@ endpoints:
 "#,
         ip = backend.ip(),
         port = backend.port()
+    )
+}
+
+/// Portico's GatewayClass `portico`, the Namespace, and a Gateway `namespace/name` with one
+/// HTTP listener on `port`, bound to `address` when given (else every address).
+pub fn gateway_yaml(namespace: &str, name: &str, address: Option<IpAddr>, port: u16) -> String {
+    let addresses = address
+        .map(|ip| format!("  addresses:\n    - type: IPAddress\n      value: \"{ip}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: portico
+spec:
+  controllerName: portico.dev/gateway-controller
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {namespace}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  gatewayClassName: portico
+{addresses}  listeners:
+    - name: http
+      protocol: HTTP
+      port: {port}
+"#
     )
 }

@@ -70,6 +70,29 @@ impl HttpResponse {
             .filter(|e| !e.pod.is_empty())
     }
 
+    /// What the backend saw, provided the echo pod `pod` answered this request for `path`.
+    pub fn served_by(&self, path: &str, pod: &str) -> anyhow::Result<EchoedRequest> {
+        let echo = self
+            .echo()
+            .ok_or_else(|| anyhow::anyhow!("{path}: {} {}", self.status, self.text()))?;
+        anyhow::ensure!(
+            echo.pod == pod,
+            "{path} answered by {}, want {pod}",
+            echo.pod
+        );
+        Ok(echo)
+    }
+
+    /// Ok when the request for `path` was answered with `status`.
+    pub fn has_status(&self, path: &str, status: u16) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.status == status,
+            "{path} answered {}, want {status}",
+            self.status
+        );
+        Ok(())
+    }
+
     /// All values of a response header joined by `,`, or `None` when absent.
     pub fn header(&self, name: &str) -> Option<String> {
         let values: Vec<String> = self

@@ -94,16 +94,7 @@ impl World {
 
     /// Ok when `path` is answered by the echo pod `pod` right now.
     pub async fn served_by(&self, path: &str, pod: &str) -> anyhow::Result<()> {
-        let response = self.get(path).await?;
-        let echo = response
-            .echo()
-            .with_context(|| format!("{path}: {} {}", response.status, response.text()))?;
-        ensure!(
-            echo.pod == pod,
-            "{path} answered by {}, want {pod}",
-            echo.pod
-        );
-        Ok(())
+        self.get(path).await?.served_by(path, pod).map(drop)
     }
 
     pub async fn until_served_by(&self, path: &str, pod: &str) -> anyhow::Result<()> {
@@ -196,35 +187,7 @@ impl World {
 
 /// GatewayClass, Namespace and a Gateway `e2e/<name>` with one HTTP listener on `ip:port`.
 pub fn gateway_yaml(name: &str, ip: IpAddr, port: u16) -> String {
-    format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: portico
-spec:
-  controllerName: portico.dev/gateway-controller
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: {NS}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: {name}
-  namespace: {NS}
-spec:
-  gatewayClassName: portico
-  addresses:
-    - type: IPAddress
-      value: "{ip}"
-  listeners:
-    - name: http
-      protocol: HTTP
-      port: {port}
-"#
-    )
+    portico_integration::harness::fixtures::gateway_yaml(NS, name, Some(ip), port)
 }
 
 /// An HTTPRoute on Gateway `edge` for [`HOST`]: one rule, `match_type` `path` -> `backend`.
