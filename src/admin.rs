@@ -75,8 +75,11 @@ struct FormatQuery {
 /// The status Portico computes for every object, as `portico status` prints it, live: it
 /// includes what Envoy accepted or rejected.
 async fn status(AxumState(state): AxumState<Shared>, Query(q): Query<FormatQuery>) -> Response {
-    let view = state.view.read().await;
-    render(&view.statuses, q.format.as_deref())
+    let statuses = state.view.read().await.statuses.clone();
+    render(
+        &portico_translator::status_documents(&statuses),
+        q.format.as_deref(),
+    )
 }
 
 async fn problems(AxumState(state): AxumState<Shared>) -> String {

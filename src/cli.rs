@@ -79,12 +79,19 @@ pub struct ServeArgs {
     /// Address reported in Gateway status when no pool or spec.addresses applies.
     #[arg(long)]
     pub gateway_address: Option<String>,
-    /// Quiet period after a file change before reloading, in milliseconds.
+    /// Quiet period after a file change before reloading while a written file is still open,
+    /// in milliseconds (once every written file is closed or renamed into place, the reload
+    /// starts 2 ms after the last event).
     #[arg(long, default_value_t = 20)]
     pub debounce_ms: u64,
     /// Longest a reload waits behind a stream of changes, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub max_delay_ms: u64,
+    /// Hold a new config back this long for further changes before pushing it to Envoys, in
+    /// milliseconds. 0 pushes at once: changes that arrive while Portico translates are already
+    /// coalesced into the next translation.
+    #[arg(long, default_value_t = 0)]
+    pub push_debounce_ms: u64,
     #[command(flatten)]
     pub kube: Box<crate::kube::KubeFlags>,
 }

@@ -21,7 +21,9 @@ use crate::source::files::DirSource;
 /// What the admin server shows of the latest reconciliation.
 #[derive(Default)]
 pub struct View {
-    pub statuses: serde_json::Value,
+    /// Rendered into documents only when asked for (`/status`): at thousands of objects that
+    /// costs more than the translation.
+    pub statuses: Arc<Vec<portico_translator::ObjectStatus>>,
     pub problems: Vec<Problem>,
     pub translation_seconds: f64,
     pub reloads: u64,
@@ -52,7 +54,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .transpose()?,
         default_address: args.gateway_address.clone(),
     };
-    let cache = Cache::new(CacheConfig::default());
+    let cache = Cache::new(CacheConfig {
+        debounce: Duration::from_millis(args.push_debounce_ms),
+        ..CacheConfig::default()
+    });
     let state = Arc::new(State {
         cache: cache.clone(),
         ready: AtomicBool::new(false),
@@ -161,16 +166,21 @@ enum Source {
 }
 
 impl Source {
-    fn load(&mut self) -> (Resources, Vec<Problem>) {
+    fn load(&mut self) -> (Arc<Resources>, Vec<Problem>) {
         match self {
             Source::Dir(dir, changed) => {
-                let changed =
-                    std::mem::take(&mut *changed.lock().unwrap_or_else(|e| e.into_inner()));
+                let changed = changed.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let loaded = dir.load_changed(changed);
                 (loaded.resources, loaded.problems)
             }
-            Source::Example => crate::source::example::load(),
-            Source::Kube(kube) => kube.load(),
+            Source::Example => {
+                let (resources, problems) = crate::source::example::load();
+                (Arc::new(resources), problems)
+            }
+            Source::Kube(kube) => {
+                let (resources, problems) = kube.load();
+                (Arc::new(resources), problems)
+            }
         }
     }
 }
@@ -225,6 +235,9 @@ impl Reconciler {
         let Some(mut source) = self.source.take() else {
             return;
         };
+        let started = Instant::now();
+        // The directory source updates its input in place only if nobody else holds it.
+        self.resources = Arc::default();
         let (source, (resources, problems)) = tokio::task::spawn_blocking(move || {
             let loaded = source.load();
             (source, loaded)
@@ -235,8 +248,9 @@ impl Reconciler {
         for problem in problems.iter().filter(|p| !self.load_problems.contains(p)) {
             tracing::warn!("{problem}");
         }
-        self.resources = Arc::new(resources);
+        self.resources = resources;
         self.load_problems = problems;
+        tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "reloaded");
     }
 
     async fn reconcile(&mut self) {
@@ -246,7 +260,13 @@ impl Reconciler {
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             let translation = pipeline::translate(&resources, &options, &feedback)?;
+            let translated = started.elapsed();
             let snapshots = pipeline::snapshots(&translation);
+            tracing::debug!(
+                translate_ms = translated.as_secs_f64() * 1e3,
+                snapshot_ms = (started.elapsed() - translated).as_secs_f64() * 1e3,
+                "translated"
+            );
             Ok::<_, String>((translation, snapshots))
         })
         .await
@@ -271,43 +291,63 @@ impl Reconciler {
             self.state.cache.remove_fleet(gone);
         }
         self.published = fleets;
-        self.publish_view(&translation, elapsed).await;
-        if let Some(Source::Kube(kube)) = &self.source {
-            kube.publish_status(&translation.statuses);
-        }
-        self.origins = translation
-            .fleets
-            .iter()
-            .map(|(f, c)| (f.clone(), c.origins.clone()))
-            .collect();
         if let Some(first) = self.first_published.take() {
             // The first config skips the debounce: streams must never see an empty one.
             self.state.cache.flush();
             let _ = first.send(());
         }
+        let published = started.elapsed();
+
+        // Everything below is bookkeeping for status and logs: moved out of the translation,
+        // never copied, and the rest dropped off the async workers.
+        let mut translation = translation;
+        let statuses = Arc::new(std::mem::take(&mut translation.statuses));
+        if let Some(Source::Kube(kube)) = &self.source {
+            kube.publish_status(statuses.clone());
+        }
+        self.publish_view(&translation, statuses, elapsed).await;
+        self.origins = std::mem::take(&mut translation.fleets)
+            .into_iter()
+            .map(|(f, c)| (f, c.origins))
+            .collect();
+        tokio::task::spawn_blocking(move || drop(translation));
         if !self.state.ready.swap(true, Ordering::SeqCst) {
             tracing::info!(
                 fleets = self.published.len(),
                 "first config published; ready"
             );
         }
-        tracing::debug!(changed, ms = elapsed.as_secs_f64() * 1e3, "reconciled");
+        tracing::debug!(
+            changed,
+            ms = elapsed.as_secs_f64() * 1e3,
+            published_ms = published.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "reconciled"
+        );
     }
 
-    async fn publish_view(&self, translation: &Translation, elapsed: Duration) {
+    async fn publish_view(
+        &self,
+        translation: &Translation,
+        statuses: Arc<Vec<portico_translator::ObjectStatus>>,
+        elapsed: Duration,
+    ) {
         let problems = pipeline::all_problems(&self.load_problems, translation);
         let mut view = self.state.view.write().await;
         for problem in translation
             .problems
             .iter()
-            .filter(|p| !view.problems.contains(p))
+            .filter(|p| view.problems.binary_search(p).is_err())
+        // sorted by all_problems
         {
             tracing::warn!("{problem}");
         }
-        view.statuses = portico_translator::status_documents(&translation.statuses);
+        let old = std::mem::replace(&mut view.statuses, statuses);
         view.problems = problems;
         view.translation_seconds = elapsed.as_secs_f64();
         view.reloads += 1;
+        drop(view);
+        tokio::task::spawn_blocking(move || drop(old));
     }
 
     /// Folds an xDS event into the feedback the translator turns into Gateway status.

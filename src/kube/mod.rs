@@ -153,8 +153,7 @@ impl KubeSource {
 
     /// Hands the latest computed statuses to the status writer (which writes, as leader,
     /// only those that differ from the cluster's). Never blocks.
-    pub fn publish_status(&self, statuses: &[ObjectStatus]) {
-        let statuses = Arc::new(statuses.to_vec());
+    pub fn publish_status(&self, statuses: Arc<Vec<ObjectStatus>>) {
         self.inner.desired.send_if_modified(|current| {
             if current.as_deref() == Some(&*statuses) {
                 return false;

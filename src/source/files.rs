@@ -6,15 +6,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use portico_translator::{Document, ObjectKey, Problem, ProblemKind, Resources, Severity};
 
+use super::assembly::{self, Definitions, FileChange};
 use super::watch::Changed;
 
 /// What one load of the directory produced.
 #[derive(Default)]
 pub struct Loaded {
-    pub resources: Resources,
+    /// Shared with the source, which updates it in place on the next load when nobody else
+    /// holds it any more (drop it before loading again to avoid a copy).
+    pub resources: Arc<Resources>,
     /// Problems found while reading and parsing (translation adds its own).
     pub problems: Vec<Problem>,
 }
@@ -42,6 +46,10 @@ pub struct DirSource {
     canonical_root: PathBuf,
     /// Whether a full walk happened yet (changed paths alone cannot build the first view).
     scanned: bool,
+    /// Which files define each object, to tell when a change touches a duplicate.
+    definitions: Definitions,
+    /// Every file's documents in effect, as the translator's input.
+    assembled: Arc<Resources>,
 }
 
 impl DirSource {
@@ -52,6 +60,8 @@ impl DirSource {
             root,
             files: BTreeMap::new(),
             scanned: false,
+            definitions: Definitions::default(),
+            assembled: Arc::default(),
         }
     }
 
@@ -70,7 +80,8 @@ impl DirSource {
             self.read(path);
         }
         self.scanned = true;
-        let mut loaded = self.assemble();
+        self.rebuild();
+        let mut loaded = self.loaded();
         loaded.problems.extend(root_problem);
         loaded
     }
@@ -81,6 +92,7 @@ impl DirSource {
         if changed.rescan || !self.scanned {
             return self.load();
         }
+        let mut changes = Vec::new();
         for reported in &changed.paths {
             // Back to the root's own spelling, which keys the files and names them in problems.
             let Some(path) = self.under_root(reported) else {
@@ -96,14 +108,58 @@ impl DirSource {
                         .map(|n| n.to_string_lossy())
                         .unwrap_or_default();
                     if is_yaml(&name) {
-                        self.read(path);
+                        changes.extend(self.read(path));
                     }
                 }
                 // Gone: the file, or a folder with every file below it.
-                Err(_) => self.files.retain(|known, _| !known.starts_with(path)),
+                Err(_) => {
+                    let gone: Vec<PathBuf> = self
+                        .files
+                        .keys()
+                        .filter(|known| known.starts_with(path))
+                        .cloned()
+                        .collect();
+                    for known in gone {
+                        changes.extend(self.forget(&known));
+                    }
+                }
             }
         }
-        self.assemble()
+        self.apply(changes);
+        self.loaded()
+    }
+
+    /// Brings the assembled input up to date with re-read files: in place, unless a changed
+    /// object is (or was) defined twice, where only a rebuild keeps "first in path order wins".
+    fn apply(&mut self, changes: Vec<(PathBuf, FileChange)>) {
+        let mut duplicate = false;
+        for (path, change) in &changes {
+            duplicate |= self.definitions.any_duplicate(&change.old);
+            self.definitions.remove(path, &change.old);
+            self.definitions.add(path, &change.new);
+        }
+        duplicate |= changes
+            .iter()
+            .any(|(_, c)| self.definitions.any_duplicate(&c.new));
+        if duplicate {
+            self.rebuild();
+        } else {
+            let changes: Vec<FileChange> = changes.into_iter().map(|(_, c)| c).collect();
+            assembly::apply(&mut self.assembled, &changes);
+        }
+    }
+
+    /// Drops a file that disappeared; its objects go with it.
+    fn forget(&mut self, path: &Path) -> Option<(PathBuf, FileChange)> {
+        let state = self.files.remove(path)?;
+        Some((
+            path.to_path_buf(),
+            FileChange {
+                file: display(path),
+                old: state.docs,
+                new: Vec::new(),
+            },
+        ))
     }
 
     /// A reported path in the root's spelling, if it is one the directory walk would read
@@ -120,32 +176,72 @@ impl DirSource {
         visible.then(|| self.root.join(relative))
     }
 
-    fn read(&mut self, path: &Path) {
+    /// Reads one file again; returns its documents before and after when they changed.
+    fn read(&mut self, path: &Path) -> Option<(PathBuf, FileChange)> {
         match std::fs::read_to_string(path) {
-            Ok(text) => self.refresh(path, &text),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                self.files.remove(path);
+            Ok(text) => {
+                let before = self.files.get(path).map(|s| s.content_hash);
+                let old = self
+                    .files
+                    .get(path)
+                    .map(|s| s.docs.clone())
+                    .unwrap_or_default();
+                self.refresh(path, &text);
+                let state = self.files.get(path)?;
+                (before != Some(state.content_hash)).then(|| {
+                    (
+                        path.to_path_buf(),
+                        FileChange {
+                            file: display(path),
+                            old,
+                            new: state.docs.clone(),
+                        },
+                    )
+                })
             }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => self.forget(path),
             Err(err) => {
                 let state = self.files.entry(path.to_path_buf()).or_default();
                 state.problems = vec![io_problem(path, &err)];
+                None
             }
         }
     }
 
-    /// Builds the input from every file's documents in effect, in path order.
-    fn assemble(&self) -> Loaded {
-        let mut loaded = Loaded::default();
-        let mut seen: BTreeMap<ObjectKey, String> = BTreeMap::new();
+    /// Builds the input again from every file's documents in effect, in path order; the first
+    /// definition of an object wins.
+    fn rebuild(&mut self) {
+        let mut resources = Resources::default();
+        let mut definitions = Definitions::default();
         for (path, state) in &self.files {
             let file = display(path);
+            definitions.add(path, &state.docs);
+            for doc in &state.docs {
+                if !resources.sources.contains_key(&doc.key) {
+                    resources.insert(&file, doc.clone());
+                }
+            }
+        }
+        self.assembled = Arc::new(resources);
+        self.definitions = definitions;
+    }
+
+    /// The assembled input and every problem: each file's own, and duplicates.
+    fn loaded(&self) -> Loaded {
+        let mut loaded = Loaded {
+            resources: self.assembled.clone(),
+            problems: Vec::new(),
+        };
+        let mut seen: BTreeMap<&ObjectKey, (&Path, usize)> = BTreeMap::new();
+        for (path, state) in &self.files {
             loaded.problems.extend(state.problems.iter().cloned());
             for doc in &state.docs {
-                if let Some(first) = seen.get(&doc.key) {
+                if let Some((first, line)) = seen.get(&doc.key) {
+                    let first = format!("{}:{line}", display(first));
                     loaded.problems.push(Problem {
                         severity: Severity::Error,
                         kind: ProblemKind::Invalid,
-                        file: Some(file.clone()),
+                        file: Some(display(path)),
                         line: Some(doc.line),
                         object: Some(doc.key.clone()),
                         field: "metadata.name".into(),
@@ -155,8 +251,7 @@ impl DirSource {
                     });
                     continue;
                 }
-                seen.insert(doc.key.clone(), format!("{file}:{}", doc.line));
-                loaded.resources.insert(&file, doc.clone());
+                seen.insert(&doc.key, (path, doc.line));
             }
         }
         loaded
@@ -367,10 +462,61 @@ mod tests {
         assert!(names(&source.load()).is_empty());
     }
 
+    /// Everything the translator sees, independent of object order.
+    fn snapshot(loaded: &Loaded) -> (Vec<String>, Vec<String>) {
+        let r = &loaded.resources;
+        let mut objects: Vec<String> = r
+            .http_routes
+            .iter()
+            .map(|o| format!("{o:?}"))
+            .chain(r.namespaces.iter().map(|o| format!("{o:?}")))
+            .chain(r.sources.iter().map(|s| format!("{s:?}")))
+            .collect();
+        objects.sort();
+        let mut problems: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
+        problems.sort();
+        (objects, problems)
+    }
+
+    #[test]
+    fn in_place_updates_match_a_fresh_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n";
+        let mut source = DirSource::new(dir.path());
+        std::fs::write(path("1.yaml"), ROUTE_A).unwrap();
+        source.load();
+        // (file, content or None to delete) applied one step at a time.
+        let steps: [(&str, Option<String>); 8] = [
+            ("2.yaml", Some(format!("{ROUTE_B}---\n{ns}"))),
+            ("1.yaml", Some(ROUTE_A.replace("a.example", "a2.example"))),
+            // A duplicate of 2.yaml's route, then it goes away again.
+            ("3.yaml", Some(ROUTE_B.replace("b.example", "dup.example"))),
+            ("2.yaml", Some(ns.to_string())),
+            ("3.yaml", None),
+            ("1.yaml", Some("kind: [broken".into())),
+            ("2.yaml", None),
+            ("1.yaml", Some(ROUTE_B.into())),
+        ];
+        for (i, (name, content)) in steps.iter().enumerate() {
+            match content {
+                Some(text) => std::fs::write(path(name), text).unwrap(),
+                None => std::fs::remove_file(path(name)).unwrap(),
+            }
+            let incremental = source.load_changed(changed(&[&path(name)]));
+            let mut fresh = DirSource::new(dir.path());
+            // While 1.yaml is broken only this source has its last good content.
+            if i == 5 || i == 6 {
+                continue;
+            }
+            assert_eq!(snapshot(&incremental), snapshot(&fresh.load()), "step {i}");
+        }
+    }
+
     fn changed(paths: &[&Path]) -> Changed {
         Changed {
             paths: paths.iter().map(|p| p.to_path_buf()).collect(),
-            rescan: false,
+            ..Changed::default()
         }
     }
 

@@ -17,14 +17,32 @@ pub struct Changed {
     /// Something happened that paths cannot describe (a watch error, a folder swapped under a
     /// ConfigMap mount): re-read the whole tree.
     pub rescan: bool,
+    /// Files written to but not closed yet: a reload waits for them (up to the quiet period).
+    pub writing: BTreeSet<PathBuf>,
 }
+
+impl Changed {
+    /// What changed since the last call, for a reload; files still being written stay tracked.
+    pub fn take(&mut self) -> Changed {
+        Changed {
+            paths: std::mem::take(&mut self.paths),
+            rescan: std::mem::take(&mut self.rescan),
+            writing: BTreeSet::new(),
+        }
+    }
+}
+
+/// How long to wait for more events once every written file was closed (or renamed into
+/// place): long enough to catch the rest of a burst, such as a `git checkout`.
+const SETTLE: Duration = Duration::from_millis(2);
 
 pub type SharedChanges = Arc<Mutex<Changed>>;
 
 /// Starts a recursive watch on `root`. Each message on the returned channel means "something
-/// changed, reload": sent after `quiet` without events, or at most `max_delay` after the first
-/// event of a burst, so a steady trickle of writes cannot postpone a reload forever. What
-/// changed accumulates in the returned [`SharedChanges`].
+/// changed, reload": sent [`SETTLE`] after the last event once every file written to was closed
+/// again (a write is complete then), else after `quiet` without events, and at most
+/// `max_delay` after the first event of a burst, so a steady trickle of writes cannot postpone
+/// a reload forever. What changed accumulates in the returned [`SharedChanges`].
 pub fn watch(
     root: &Path,
     quiet: Duration,
@@ -52,6 +70,7 @@ pub fn watch(
                 if event.need_rescan() {
                     changed.rescan = true;
                 }
+                track_writes(&mut changed.writing, &event);
                 changed.paths.extend(event.paths);
                 let _ = raw_tx.send(());
             }
@@ -70,17 +89,28 @@ pub fn watch(
         .with_context(|| format!("cannot watch {}", root.display()))?;
 
     let (tx, rx) = mpsc::channel(1);
+    let writing = changes.clone();
     tokio::spawn(async move {
         while raw_rx.recv().await.is_some() {
             let first = Instant::now();
             loop {
-                let deadline = (Instant::now() + quiet).min(first + max_delay);
+                let settled = writing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .writing
+                    .is_empty();
+                let wait = if settled { SETTLE.min(quiet) } else { quiet };
+                let deadline = (Instant::now() + wait).min(first + max_delay);
                 match tokio::time::timeout_at(deadline, raw_rx.recv()).await {
                     Ok(Some(())) => continue,
                     Ok(None) => return,
                     Err(_) => break,
                 }
             }
+            tracing::debug!(
+                waited_ms = first.elapsed().as_secs_f64() * 1e3,
+                "config directory changed; reloading"
+            );
             // A reload already queued covers this burst too.
             let _ = tx.try_send(());
         }
@@ -88,11 +118,35 @@ pub fn watch(
     Ok((watcher, rx, changes))
 }
 
+/// Files open for writing: created or modified and not yet closed. A file renamed into place
+/// or removed is complete.
+fn track_writes(writing: &mut BTreeSet<PathBuf>, event: &notify::Event) {
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+    use notify::EventKind;
+    match event.kind {
+        EventKind::Create(CreateKind::File) | EventKind::Modify(ModifyKind::Data(_)) => {
+            writing.extend(event.paths.iter().cloned());
+        }
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Modify(ModifyKind::Name(_))
+        | EventKind::Remove(_) => {
+            for path in &event.paths {
+                writing.remove(path);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Ignores events that cannot change the config (reads, hidden or non-YAML files), but keeps
-/// directory events, since a renamed or removed folder takes its files with it.
+/// directory events, since a renamed or removed folder takes its files with it. Closing a file
+/// after writing counts: it tells the debounce the write is complete.
 fn is_relevant(event: &notify::Event) -> bool {
-    if matches!(event.kind, notify::EventKind::Access(_)) {
-        return false;
+    use notify::event::{AccessKind, AccessMode};
+    match event.kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+        notify::EventKind::Access(_) => return false,
+        _ => {}
     }
     event.paths.iter().any(|path| {
         let name = path
