@@ -79,6 +79,8 @@ pub fn watch(
             Err(err) => {
                 tracing::warn!(error = %err, "file watch error; reloading");
                 changed.rescan = true;
+                // Close events may be lost too: fall back to the quiet period, not forever.
+                changed.writing.clear();
                 let _ = raw_tx.send(());
             }
         }
@@ -121,8 +123,8 @@ pub fn watch(
 /// Files open for writing: created or modified and not yet closed. A file renamed into place
 /// or removed is complete.
 fn track_writes(writing: &mut BTreeSet<PathBuf>, event: &notify::Event) {
-    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
     use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
     match event.kind {
         EventKind::Create(CreateKind::File) | EventKind::Modify(ModifyKind::Data(_)) => {
             writing.extend(event.paths.iter().cloned());
@@ -155,4 +157,61 @@ fn is_relevant(event: &notify::Event) -> bool {
             .unwrap_or_default();
         super::files::is_yaml(&name) || path.extension().is_none() || name.starts_with("..data")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode,
+    };
+    use notify::{Event, EventKind};
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn a_write_is_pending_until_the_file_is_closed_renamed_or_removed() {
+        let mut writing = BTreeSet::new();
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        track_writes(
+            &mut writing,
+            &event(EventKind::Create(CreateKind::File), "a.yaml"),
+        );
+        track_writes(
+            &mut writing,
+            &event(
+                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                "b.yaml",
+            ),
+        );
+        assert_eq!(writing.len(), 2);
+        assert!(is_relevant(&event(closed, "a.yaml")));
+        track_writes(&mut writing, &event(closed, "a.yaml"));
+        assert_eq!(
+            writing.iter().collect::<Vec<_>>(),
+            [&PathBuf::from("b.yaml")]
+        );
+        track_writes(
+            &mut writing,
+            &event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                "b.yaml",
+            ),
+        );
+        assert!(writing.is_empty());
+        track_writes(
+            &mut writing,
+            &event(EventKind::Create(CreateKind::File), "c.yaml"),
+        );
+        track_writes(
+            &mut writing,
+            &event(EventKind::Remove(RemoveKind::File), "c.yaml"),
+        );
+        assert!(writing.is_empty());
+        // Reads never count.
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert!(!is_relevant(&event(read, "a.yaml")));
+    }
 }
