@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use portico_translator::{Feedback, FleetConfig, Options, Problem, Resources, Translation};
+use portico_translator::render::PackCache;
+use portico_translator::{Feedback, Options, Problem, Resources, Translation, Translator};
 
 /// Translates, catching a translator panic so that a bug never takes down the server: the
 /// caller keeps serving its last good config.
@@ -11,10 +12,64 @@ pub fn translate(
     options: &Options,
     feedback: &Feedback,
 ) -> Result<Translation, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        portico_translator::translate(resources, options, feedback)
-    }))
-    .map_err(|panic| {
+    catch(|| portico_translator::translate(resources, options, feedback))
+}
+
+/// What `serve` keeps between reloads so that a small change costs little: the translator's
+/// per-object memo and the encodings of unchanged resources.
+#[derive(Default)]
+pub struct Incremental {
+    translator: Translator,
+    packs: PackCache,
+}
+
+impl Incremental {
+    /// Like [`translate`], reusing the previous call's work for unchanged objects. After a
+    /// panic the memo is dropped: the next call starts from scratch.
+    pub fn translate(
+        &mut self,
+        resources: &Resources,
+        options: &Options,
+        feedback: &Feedback,
+    ) -> Result<Translation, String> {
+        let result = catch(|| self.translator.translate(resources, options, feedback));
+        if result.is_err() {
+            *self = Incremental::default();
+        }
+        result
+    }
+
+    /// How much of the last translation was reused (for the debug log).
+    pub fn last_reuse(&self) -> impl std::fmt::Debug {
+        self.translator.last_reuse()
+    }
+
+    /// The snapshot of every fleet. Unchanged resources keep their encoding, version and body
+    /// (the one streams already share) from the cache's current snapshot.
+    pub fn snapshots(
+        &mut self,
+        translation: &Translation,
+        cache: &portico_xds::Cache,
+    ) -> BTreeMap<String, portico_xds::Snapshot> {
+        self.packs
+            .fleets_to_any(&translation.fleets)
+            .into_iter()
+            .map(|(fleet, resources)| {
+                let mut snapshot = match cache.snapshot(&fleet) {
+                    Some(previous) => portico_xds::Snapshot::reusing(&previous),
+                    None => portico_xds::Snapshot::new(),
+                };
+                for (type_url, name, any) in resources {
+                    snapshot.insert(&type_url, name, any);
+                }
+                (fleet, snapshot)
+            })
+            .collect()
+    }
+}
+
+fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
         let message = panic
             .downcast_ref::<String>()
             .cloned()
@@ -30,25 +85,6 @@ pub fn all_problems(load: &[Problem], translation: &Translation) -> Vec<Problem>
     problems.sort();
     problems.dedup();
     problems
-}
-
-/// Builds the xDS snapshot of one fleet. Resources are encoded here, once, and shared by
-/// every stream of the fleet.
-pub fn snapshot(fleet: &FleetConfig) -> portico_xds::Snapshot {
-    let mut snapshot = portico_xds::Snapshot::new();
-    for (type_url, name, any) in portico_translator::render::fleet_to_any(fleet) {
-        snapshot.insert(&type_url, name, any);
-    }
-    snapshot
-}
-
-/// The snapshots of every fleet of a translation.
-pub fn snapshots(translation: &Translation) -> BTreeMap<String, portico_xds::Snapshot> {
-    translation
-        .fleets
-        .iter()
-        .map(|(fleet, config)| (fleet.clone(), snapshot(config)))
-        .collect()
 }
 
 /// Parses `--address-pool` (`A.B.C.D/N`).

@@ -140,6 +140,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         published: BTreeSet::new(),
         origins: BTreeMap::new(),
         first_published: Some(first_tx),
+        incremental: pipeline::Incremental::default(),
     };
     let loop_task =
         tokio::spawn(reconciler.run(reload_rx, cache.subscribe(), stopped(stop_rx.clone())));
@@ -199,6 +200,8 @@ struct Reconciler {
     origins: BTreeMap<String, BTreeMap<(String, String), Vec<ObjectKey>>>,
     /// Fired once, when the first config is in the cache: xDS serving starts then.
     first_published: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Translation work kept between reloads.
+    incremental: pipeline::Incremental,
 }
 
 impl Reconciler {
@@ -257,20 +260,31 @@ impl Reconciler {
         let resources = self.resources.clone();
         let options = self.options.clone();
         let feedback = self.feedback.clone();
+        let cache = self.state.cache.clone();
+        let mut incremental = std::mem::take(&mut self.incremental);
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            let translation = pipeline::translate(&resources, &options, &feedback)?;
-            let translated = started.elapsed();
-            let snapshots = pipeline::snapshots(&translation);
-            tracing::debug!(
-                translate_ms = translated.as_secs_f64() * 1e3,
-                snapshot_ms = (started.elapsed() - translated).as_secs_f64() * 1e3,
-                "translated"
-            );
-            Ok::<_, String>((translation, snapshots))
+        let (incremental, result) = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let translation = incremental.translate(&resources, &options, &feedback)?;
+                let translated = started.elapsed();
+                let snapshots = incremental.snapshots(&translation, &cache);
+                tracing::debug!(
+                    translate_ms = translated.as_secs_f64() * 1e3,
+                    snapshot_ms = (started.elapsed() - translated).as_secs_f64() * 1e3,
+                    reuse = ?incremental.last_reuse(),
+                    "translated"
+                );
+                Ok::<_, String>((translation, snapshots))
+            })();
+            (incremental, result)
         })
         .await
-        .unwrap_or_else(|e| Err(format!("translation task failed: {e}")));
+        .unwrap_or_else(|e| {
+            // The memo went down with the task: start the next translation from scratch.
+            let error = format!("translation task failed: {e}");
+            (pipeline::Incremental::default(), Err(error))
+        });
+        self.incremental = incremental;
         let elapsed = started.elapsed();
         let (translation, snapshots) = match result {
             Ok(done) => done,
@@ -301,7 +315,7 @@ impl Reconciler {
         // Everything below is bookkeeping for status and logs: moved out of the translation,
         // never copied, and the rest dropped off the async workers.
         let mut translation = translation;
-        let statuses = Arc::new(std::mem::take(&mut translation.statuses));
+        let statuses = std::mem::take(&mut translation.statuses);
         if let Some(Source::Kube(kube)) = &self.source {
             kube.publish_status(statuses.clone());
         }

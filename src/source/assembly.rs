@@ -70,6 +70,7 @@ pub fn apply(resources: &mut Arc<Resources>, changes: &[FileChange]) {
 /// Removes one object (by kind, namespace and name) and where it came from.
 fn remove(resources: &mut Resources, key: &ObjectKey) {
     resources.sources.remove(key);
+    resources.revisions.remove(key);
     // The parser sets metadata.namespace to the key's namespace for namespaced kinds.
     macro_rules! drop_from {
         ($list:expr) => {

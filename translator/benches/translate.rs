@@ -4,18 +4,27 @@
 //! from scratch and every resource of every fleet packed into an `Any` (the encode the xDS
 //! server then shares across streams).
 //! `full_shared_backends/N`: the same routes spread over 10 Backends (fewer clusters).
-//! `one_route_change/N`: the cost of producing the new encoded config after one route changed.
-//! The translator has no incremental entry point yet, so this goes through `translate` like
-//! `portico serve` does; when one exists this bench should switch to it.
+//! `one_route_change/N`: a warm `Translator` alternating between two versions of one route,
+//! encoding through a `render::PackCache`: the cost of producing the new encoded config after
+//! one route changed.
+//! `incremental_noop/N`: the same, given the same input again.
 //!
 //! Run: `cargo bench -p portico-translator --bench translate` (add `-- full/10000` to filter).
+//! `STAGES=N` prints where the time goes instead (`INCREMENTAL=1`: only the warm loop).
 
 use std::fmt::Write;
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
-use portico_translator::{Feedback, Options, Resources, render, translate};
+use portico_translator::{
+    Feedback, Options, Resources, Translation, Translator, render, translate,
+};
+
+/// What the `portico` binary uses (src/main.rs): glibc malloc spends a large share of these
+/// benches consolidating free lists.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
 
@@ -68,11 +77,29 @@ fn resources(routes: usize, backends: usize, changed: bool) -> Resources {
 /// Translate and encode: what `portico serve` does per reload before the snapshot insert.
 /// Returns the number of encoded bytes so the work cannot be optimised away.
 fn translate_and_encode(resources: &Resources) -> usize {
-    let translation = translate(resources, &Options::default(), &Feedback::default());
+    encode(&translate(
+        resources,
+        &Options::default(),
+        &Feedback::default(),
+    ))
+}
+
+/// Packs every resource of every fleet into an `Any`; returns the encoded size.
+fn encode(translation: &Translation) -> usize {
     translation
         .fleets
         .values()
         .flat_map(render::fleet_to_any)
+        .map(|(_, _, any)| any.value.len())
+        .sum()
+}
+
+/// `encode` through a `PackCache`: unchanged resources are copied, not re-encoded.
+fn encode_cached(packs: &mut render::PackCache, translation: &Translation) -> usize {
+    packs
+        .fleets_to_any(&translation.fleets)
+        .iter()
+        .flat_map(|(_, resources)| resources)
         .map(|(_, _, any)| any.value.len())
         .sum()
 }
@@ -112,12 +139,28 @@ fn full(c: &mut Criterion) {
 fn one_route_change(c: &mut Criterion) {
     for n in SIZES {
         let versions = [resources(n, n, false), resources(n, n, true)];
+        let (options, feedback) = (Options::default(), Feedback::default());
+        let mut translator = Translator::new();
+        encode(&translator.translate(&versions[0], &options, &feedback));
         let mut flip = 0;
         let mut group = configure(c);
         group.bench_function(BenchmarkId::new("one_route_change", n), |b| {
             b.iter(|| {
                 flip ^= 1;
-                black_box(translate_and_encode(&versions[flip]))
+                black_box(encode(&translator.translate(
+                    &versions[flip],
+                    &options,
+                    &feedback,
+                )))
+            })
+        });
+        group.bench_function(BenchmarkId::new("incremental_noop", n), |b| {
+            b.iter(|| {
+                black_box(encode(&translator.translate(
+                    &versions[flip],
+                    &options,
+                    &feedback,
+                )))
             })
         });
         group.finish();
@@ -141,7 +184,13 @@ fn main() {
 fn stages(n: usize) {
     use std::time::Instant;
     let input = resources(n, n, false);
-    for _ in 0..3 {
+    // INCREMENTAL=1: only the one-route-change loop (for profiling).
+    let full_runs = if std::env::var_os("INCREMENTAL").is_some() {
+        0
+    } else {
+        3
+    };
+    for _ in 0..full_runs {
         let t = Instant::now();
         let stage =
             portico_translator::resolve::run(&input, &Options::default(), &Feedback::default());
@@ -172,5 +221,27 @@ fn stages(n: usize) {
         drop(stage);
         let t4 = t.elapsed();
         eprintln!("stage one {t1:?}, stage two {t2:?}, pack {t3:?} ({n} bytes), drop {t4:?}");
+    }
+    let versions = [input, resources(n, n, true)];
+    let (options, feedback) = (Options::default(), Feedback::default());
+    let mut translator = Translator::new();
+    let mut packs = render::PackCache::new();
+    let mut previous = translator.translate(&versions[0], &options, &feedback);
+    encode_cached(&mut packs, &previous);
+    let runs = if full_runs == 0 { 30 } else { 6 };
+    for i in 0..runs {
+        let t = Instant::now();
+        let next = translator.translate(&versions[(i + 1) % 2], &options, &feedback);
+        let t1 = t.elapsed();
+        let t = Instant::now();
+        let bytes = encode_cached(&mut packs, &next);
+        let t2 = t.elapsed();
+        let t = Instant::now();
+        drop(std::mem::replace(&mut previous, next));
+        let t3 = t.elapsed();
+        eprintln!(
+            "one route change: translate {t1:?}, pack {t2:?} ({bytes} bytes), drop {t3:?}, {:?}",
+            translator.last_reuse()
+        );
     }
 }

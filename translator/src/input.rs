@@ -41,6 +41,11 @@ pub struct Resources {
     pub backends: Vec<Backend>,
     /// Where each object came from (for error messages): file and 1-based line of its document.
     pub sources: BTreeMap<ObjectKey, SourceLocation>,
+    /// A content fingerprint per object, for `Translator` (incremental translation): equal
+    /// revisions promise equal objects. The source supplies them (`insert` records each
+    /// document's, a hash of its text); an object without one is treated as changed on
+    /// every call, so a source that supplies none is merely slower, never wrong.
+    pub revisions: BTreeMap<ObjectKey, u64>,
 }
 
 /// Identifies an input object. `namespace` is empty for cluster-scoped kinds.
@@ -106,11 +111,15 @@ pub struct Document {
     /// 1-based line where the document starts.
     pub line: usize,
     pub object: Object,
+    /// Hash of the document's text (and its position in a `kind: List`): see
+    /// `Resources::revisions`.
+    pub revision: u64,
 }
 
 impl Resources {
     /// Adds a parsed document, remembering where it came from.
     pub fn insert(&mut self, file: &str, doc: Document) {
+        self.revisions.insert(doc.key.clone(), doc.revision);
         self.sources.insert(
             doc.key.clone(),
             SourceLocation {
@@ -202,12 +211,17 @@ pub fn parse_file(file: &str, text: &str) -> (Vec<Document>, Vec<Problem>) {
             Some(items) => items,
             None => vec![value],
         };
-        for item in items {
+        let text_hash = xxhash_rust::xxh3::xxh3_64(chunk.text.as_bytes());
+        for (index, item) in items.into_iter().enumerate() {
             match parse_object(item) {
                 Ok(Some((key, object))) => docs.push(Document {
                     key,
                     line: chunk.content_line,
                     object,
+                    revision: xxhash_rust::xxh3::xxh3_64_with_seed(
+                        &text_hash.to_le_bytes(),
+                        index as u64,
+                    ),
                 }),
                 Ok(None) => {}
                 Err(problem) => problems.push(problem.at(file, Some(chunk.content_line))),

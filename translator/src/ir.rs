@@ -19,8 +19,8 @@ pub struct Fleet {
     pub addresses: Vec<String>,
     /// One per port, sorted by port.
     pub ports: Vec<Port>,
-    /// By name.
-    pub clusters: BTreeMap<String, Cluster>,
+    /// By name (shared with `Translator`'s memo).
+    pub clusters: BTreeMap<String, std::sync::Arc<Cluster>>,
     /// Certificates served by listeners, by name.
     pub secrets: BTreeMap<String, TlsSecret>,
     /// Gateway spec.infrastructure labels and annotations, for the fleet's listeners and
@@ -118,8 +118,8 @@ pub struct VirtualHost {
     pub name: String,
     /// Envoy domains: the listener hostname, or `*`.
     pub domains: Vec<String>,
-    /// In match order.
-    pub routes: Vec<Route>,
+    /// In match order (shared with `Translator`'s memo).
+    pub routes: Vec<std::sync::Arc<Route>>,
 }
 
 #[derive(Clone, Debug, Serialize)]

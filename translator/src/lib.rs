@@ -2,6 +2,7 @@
 //! (stage two). Pure: no I/O, no async.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -54,41 +55,79 @@ pub struct Rejection {
 pub struct Translation {
     /// Stage one output.
     pub ir: ir::Ir,
-    /// Every input Gateway API object Portico owns, sorted.
-    pub statuses: Vec<ObjectStatus>,
+    /// Every input Gateway API object Portico owns, sorted. Shared: `Translator` returns the
+    /// same list again while no status changed.
+    pub statuses: Arc<Vec<ObjectStatus>>,
     /// Sorted; invalid or not accepted objects, with source file and line.
     pub problems: Vec<Problem>,
     /// Key "namespace/name" of each Gateway of a Portico GatewayClass.
     pub fleets: BTreeMap<String, FleetConfig>,
 }
 
-/// One fleet's Envoy resources; each Vec sorted by name, names unique.
+/// One fleet's Envoy resources; each Vec sorted by name, names unique. Shared (`Arc`) so
+/// that `Translator` hands out unchanged resources without copying them.
 #[derive(Default, Clone, Debug, PartialEq)]
 pub struct FleetConfig {
-    pub listeners: Vec<Listener>,
-    pub routes: Vec<RouteConfiguration>,
-    pub clusters: Vec<Cluster>,
-    pub endpoints: Vec<ClusterLoadAssignment>,
-    pub secrets: Vec<Secret>,
+    pub listeners: Vec<Arc<Listener>>,
+    pub routes: Vec<Arc<RouteConfiguration>>,
+    pub clusters: Vec<Arc<Cluster>>,
+    pub endpoints: Vec<Arc<ClusterLoadAssignment>>,
+    pub secrets: Vec<Arc<Secret>>,
     /// (type URL, resource name) -> the input objects that produced it.
     pub origins: BTreeMap<(String, String), Vec<ObjectKey>>,
 }
 
 /// Translates everything: status for every owned object, config for every fleet.
 pub fn translate(resources: &Resources, options: &Options, feedback: &Feedback) -> Translation {
-    let stage = resolve::run(resources, options, feedback);
+    stage_two(resolve::run(resources, options, feedback), None)
+}
+
+/// Translation that reuses the previous call's work for objects that did not change
+/// (`Resources::revisions`); what is reused when is described in `resolve::memo`. Pure: no
+/// I/O, no threads, only memory.
+#[derive(Default)]
+pub struct Translator {
+    memo: resolve::memo::Memo,
+    xds: xds::Memo,
+}
+
+impl Translator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Same result as `translate(resources, options, feedback)`, byte for byte.
+    pub fn translate(
+        &mut self,
+        resources: &Resources,
+        options: &Options,
+        feedback: &Feedback,
+    ) -> Translation {
+        let stage = resolve::run_with(resources, options, feedback, Some(&mut self.memo));
+        stage_two(stage, Some(&mut self.xds))
+    }
+
+    /// How much of the last `translate` was reused.
+    pub fn last_reuse(&self) -> resolve::memo::Reuse {
+        self.memo.reuse
+    }
+}
+
+fn stage_two(stage: resolve::StageOne, mut memo: Option<&mut xds::Memo>) -> Translation {
     let fleets = stage
         .ir
         .fleets
         .iter()
         .map(|(name, fleet)| {
             let (ns, gw) = name.split_once('/').unwrap_or(("", name));
-            (
-                name.clone(),
-                xds::fleet_config(fleet, &ObjectKey::new("Gateway", ns, gw)),
-            )
+            let gateway = ObjectKey::new("Gateway", ns, gw);
+            let config = xds::fleet_config_with(fleet, &gateway, memo.as_deref_mut());
+            (name.clone(), config)
         })
         .collect();
+    if let Some(m) = memo {
+        m.end();
+    }
     Translation {
         ir: stage.ir,
         statuses: stage.statuses,

@@ -1,7 +1,8 @@
 //! Envoy's own JSON mapping of the generated protos (like Envoy's config_dump), and the
 //! `Any` packing the xDS server needs.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
@@ -85,29 +86,101 @@ pub fn pack<T: Message + Name>(message: &T) -> Any {
 pub fn fleet_to_any(fleet: &FleetConfig) -> Vec<(String, String, Any)> {
     let mut out = Vec::new();
     for l in &fleet.listeners {
-        out.push((LISTENER.to_string(), l.name.clone(), pack(l)));
+        out.push((LISTENER.to_string(), l.name.clone(), pack(l.as_ref())));
     }
     for r in &fleet.routes {
-        out.push((ROUTE.to_string(), r.name.clone(), pack(r)));
+        out.push((ROUTE.to_string(), r.name.clone(), pack(r.as_ref())));
     }
     for c in &fleet.clusters {
-        out.push((CLUSTER.to_string(), c.name.clone(), pack(c)));
+        out.push((CLUSTER.to_string(), c.name.clone(), pack(c.as_ref())));
     }
     for e in &fleet.endpoints {
-        out.push((ENDPOINT.to_string(), e.cluster_name.clone(), pack(e)));
+        out.push((
+            ENDPOINT.to_string(),
+            e.cluster_name.clone(),
+            pack(e.as_ref()),
+        ));
     }
     for s in &fleet.secrets {
-        out.push((SECRET.to_string(), s.name.clone(), pack(s)));
+        out.push((SECRET.to_string(), s.name.clone(), pack(s.as_ref())));
     }
     out
 }
 
-fn render_all<T: Message + Name>(items: &[T]) -> Value {
+/// Encodings kept between calls, by resource: `Translator` hands out the same `Arc` for an
+/// unchanged resource, so its encoding is copied rather than redone. Each entry holds its
+/// resource, so an address is never reused while its entry lives.
+#[derive(Default)]
+pub struct PackCache {
+    prev: HashMap<usize, Packed>,
+    next: HashMap<usize, Packed>,
+}
+
+type Packed = (Arc<dyn std::any::Any + Send + Sync>, Any);
+
+/// (type URL, resource name, packed resource), as `fleet_to_any` returns them.
+pub type PackedResource = (String, String, Any);
+
+impl PackCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `fleet_to_any` for every fleet of one translation, reusing the encodings of resources
+    /// the previous call saw; encodings of resources no longer used are forgotten.
+    pub fn fleets_to_any<'a>(
+        &mut self,
+        fleets: impl IntoIterator<Item = (&'a String, &'a FleetConfig)>,
+    ) -> Vec<(String, Vec<PackedResource>)> {
+        let out = fleets
+            .into_iter()
+            .map(|(name, fleet)| (name.clone(), self.fleet_to_any(fleet)))
+            .collect();
+        self.prev = std::mem::take(&mut self.next);
+        out
+    }
+
+    fn fleet_to_any(&mut self, fleet: &FleetConfig) -> Vec<PackedResource> {
+        let mut out = Vec::new();
+        for l in &fleet.listeners {
+            out.push((LISTENER.to_string(), l.name.clone(), self.pack(l)));
+        }
+        for r in &fleet.routes {
+            out.push((ROUTE.to_string(), r.name.clone(), self.pack(r)));
+        }
+        for c in &fleet.clusters {
+            out.push((CLUSTER.to_string(), c.name.clone(), self.pack(c)));
+        }
+        for e in &fleet.endpoints {
+            out.push((ENDPOINT.to_string(), e.cluster_name.clone(), self.pack(e)));
+        }
+        for s in &fleet.secrets {
+            out.push((SECRET.to_string(), s.name.clone(), self.pack(s)));
+        }
+        out
+    }
+
+    fn pack<T: Message + Name + Send + Sync + 'static>(&mut self, m: &Arc<T>) -> Any {
+        let key = Arc::as_ptr(m) as *const () as usize;
+        let entry = match self.prev.remove(&key).or_else(|| self.next.remove(&key)) {
+            Some(e) => e,
+            None => (
+                m.clone() as Arc<dyn std::any::Any + Send + Sync>,
+                pack(m.as_ref()),
+            ),
+        };
+        let any = entry.1.clone();
+        self.next.insert(key, entry);
+        any
+    }
+}
+
+fn render_all<T: Message + Name>(items: &[std::sync::Arc<T>]) -> Value {
     Value::Array(
         items
             .iter()
             .map(|m| {
-                resource_json(&pack(m))
+                resource_json(&pack(m.as_ref()))
                     .unwrap_or_else(|e| Value::String(format!("<unrenderable: {e}>")))
             })
             .collect(),

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::Any;
 use crate::metrics::Metrics;
+use crate::shared::Responses;
 use crate::snapshot::Snapshot;
 use crate::state::StreamState;
 use crate::status::{NodeStatus, XdsEvent};
@@ -96,6 +97,8 @@ pub(crate) struct Inner {
     next_stream_id: AtomicU64,
     pub(crate) events: broadcast::Sender<XdsEvent>,
     pub(crate) metrics: Metrics,
+    /// Encoded response bodies shared across streams.
+    pub(crate) responses: Responses,
 }
 
 /// Shared state: the latest snapshot per fleet, and what each connected node has been sent/ACKed.
@@ -116,13 +119,15 @@ impl Cache {
                 next_stream_id: AtomicU64::new(1),
                 events: broadcast::Sender::new(1024),
                 metrics: Metrics::default(),
+                responses: Responses::default(),
             }),
         }
     }
 
     /// Publishes a fleet's snapshot (after the debounce). Identical content => no push at all.
     /// Returns whether it changed.
-    pub fn set_snapshot(&self, fleet: &str, snapshot: Snapshot) -> bool {
+    pub fn set_snapshot(&self, fleet: &str, mut snapshot: Snapshot) -> bool {
+        snapshot.seal();
         self.set(fleet, Some(snapshot))
     }
 
@@ -200,9 +205,12 @@ impl Cache {
         self.inner.metrics.render(&streams)
     }
 
-    fn set(&self, fleet: &str, snapshot: Published) -> bool {
+    fn set(&self, fleet: &str, mut snapshot: Published) -> bool {
         let mut fleets = lock(&self.inner.fleets);
         let entry = fleets.entry(fleet.to_string()).or_insert_with(Fleet::new);
+        if let (Some(new), Some(old)) = (&mut snapshot, entry.latest()) {
+            new.share_unchanged(&old);
+        }
         if same(&entry.latest(), &snapshot) {
             return false;
         }

@@ -16,7 +16,8 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cache::{Cache, lock};
-use crate::state::{Held, StreamState};
+use crate::held::HeldRef;
+use crate::state::StreamState;
 use crate::status::SyncState;
 
 #[derive(Clone)]
@@ -88,20 +89,25 @@ fn generic_configs(st: &StreamState, contents: bool) -> Vec<GenericXdsConfig> {
             continue;
         };
         let nack = type_status.last_nack.as_ref();
-        let mut names: Vec<&String> = ts.held.keys().collect();
-        names.extend(ts.names.iter().filter(|n| !ts.held.contains_key(*n)));
+        let mut names: Vec<&str> = ts.held.keys().collect();
+        names.extend(
+            ts.names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !ts.held.contains_key(n)),
+        );
         for name in names {
-            let rejected = nack.is_some_and(|n| n.resource_names.contains(name));
+            let rejected = nack.is_some_and(|n| n.resource_names.iter().any(|r| r == name));
             let (version, client_status) = match ts.held.get(name) {
                 None => (String::new(), ClientResourceStatus::Requested),
-                Some(Held::Absent) => (String::new(), ClientResourceStatus::DoesNotExist),
-                Some(Held::Has { version, .. }) => {
+                Some(HeldRef::Absent) => (String::new(), ClientResourceStatus::DoesNotExist),
+                Some(HeldRef::Has { version, .. }) => {
                     let client = match type_status.state {
                         _ if rejected => ClientResourceStatus::Nacked,
                         SyncState::Synced => ClientResourceStatus::Acked,
                         _ => ClientResourceStatus::Requested,
                     };
-                    (version.clone(), client)
+                    (version.to_string(), client)
                 }
             };
             let config_status = match type_status.state {
@@ -112,7 +118,7 @@ fn generic_configs(st: &StreamState, contents: bool) -> Vec<GenericXdsConfig> {
             };
             out.push(GenericXdsConfig {
                 type_url: type_url.clone(),
-                name: name.clone(),
+                name: name.to_string(),
                 version_info: version,
                 xds_config: bodies
                     .get(type_url)

@@ -5,10 +5,14 @@ use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use prost::Message;
 use tokio::time::Instant;
+use tonic::Status;
 use tracing::debug;
 
-use crate::state::{Held, InFlight, Protocol, StreamState, TypeState};
+use crate::held::{Held, HeldRef};
+use crate::shared::{Encoded, Key, Outgoing};
+use crate::state::{InFlight, Protocol, StreamState, TypeState};
 use crate::view::View;
 use crate::wire::{DeltaResponse, WireResource};
 
@@ -16,7 +20,6 @@ pub(crate) struct Delta;
 
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaResponse;
 
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -68,7 +71,7 @@ impl Protocol for Delta {
         })
     }
 
-    fn build(st: &mut StreamState, type_url: &str) -> DeltaResponse {
+    fn build(st: &mut StreamState, type_url: &str) -> Result<Outgoing, Status> {
         let nonce = st.next_nonce();
         let version = st.view.version(type_url);
         let ts = st.types.entry(type_url.to_string()).or_default();
@@ -81,12 +84,8 @@ impl Protocol for Delta {
                 changed.extend(r.children.iter().cloned());
             }
             if fresh || ts.force.contains(&r.name) {
-                resources.push(WireResource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    body: r.body.clone(),
-                });
-                ts.held.insert(r.name.clone(), Held::from(r));
+                resources.push(r);
+                ts.held.insert_resource(r);
             }
         }
         let removed: BTreeSet<String> = removals(&st.view, type_url, ts).collect();
@@ -98,32 +97,58 @@ impl Protocol for Delta {
                 ts.held.remove(name);
             }
         }
-        let names = resources
-            .iter()
-            .map(|r| r.name.clone())
-            .chain(removed.iter().cloned())
-            .collect();
-        let response = DeltaResponse {
-            system_version_info: version.clone(),
-            resources,
-            type_url: type_url.to_string(),
-            removed_resources: removed.into_iter().collect(),
-            nonce: nonce.clone(),
-        };
+        ts.held.rebase(st.view.snapshot.type_map(type_url));
+        let mut key = Key::new("delta", type_url, &version);
+        for r in &resources {
+            key.add(&r.name);
+            key.add(&r.version);
+        }
+        key.add("");
+        for name in &removed {
+            key.add(name);
+        }
+        let (encoded, fresh) = st.cache.inner.responses.get_or_encode(key, || {
+            let response = DeltaResponse {
+                system_version_info: version.clone(),
+                resources: resources
+                    .iter()
+                    .map(|r| WireResource {
+                        name: r.name.clone(),
+                        version: r.version.clone(),
+                        body: r.body.clone(),
+                    })
+                    .collect(),
+                type_url: type_url.to_string(),
+                removed_resources: removed.iter().cloned().collect(),
+                nonce: String::new(),
+            };
+            Encoded {
+                body: response.encode_to_vec().into(),
+                names: resources
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .chain(removed.iter().cloned())
+                    .collect(),
+            }
+        });
+        if fresh {
+            st.cache.inner.metrics.encoded(type_url);
+        }
+        let out = Outgoing::new(&encoded.encoded.body, &nonce);
         let sent = InFlight {
             nonce,
             version,
             sent_at: Instant::now(),
-            names,
+            body: encoded,
         };
         debug!(
             type_url,
-            resources = response.resources.len(),
-            removed = response.removed_resources.len(),
+            resources = resources.len(),
+            removed = removed.len(),
             "push"
         );
         st.sent(type_url, sent, changed);
-        response
+        out
     }
 }
 
@@ -134,11 +159,13 @@ fn removals<'a>(
     type_url: &'a str,
     ts: &'a TypeState,
 ) -> impl Iterator<Item = String> + 'a {
+    // Only names outside the snapshot can be gone: cheap when the client holds the snapshot.
     let gone = ts
         .held
-        .iter()
+        .outside(view.snapshot.type_map(type_url))
+        .into_iter()
         .filter(move |(name, held)| {
-            matches!(held, Held::Has { .. })
+            matches!(held, HeldRef::Has { .. })
                 && ts.covers(name)
                 && view.get(type_url, name).is_none()
         })
@@ -146,16 +173,18 @@ fn removals<'a>(
     let unknown = ts
         .names
         .iter()
-        .filter(move |name| !ts.held.contains_key(*name) && view.get(type_url, name).is_none());
+        .filter(move |name| !ts.held.contains_key(name) && view.get(type_url, name).is_none())
+        .map(String::as_str);
     let forced = ts
         .force
         .iter()
-        .filter(move |name| ts.covers(name) && view.get(type_url, name).is_none());
+        .filter(move |name| ts.covers(name) && view.get(type_url, name).is_none())
+        .map(String::as_str);
     gone.chain(unknown)
         .chain(forced)
-        .cloned()
-        .collect::<BTreeSet<String>>()
+        .collect::<BTreeSet<&str>>()
         .into_iter()
+        .map(str::to_string)
 }
 
 /// Applies subscription changes. Honoured whatever the nonce says.

@@ -1,45 +1,38 @@
-//! The response body of the xDS streams: gRPC frames encoded one per response into a buffer of
-//! exactly its size.
+//! The response body of the xDS streams: per response, its small per-stream head (gRPC header
+//! and nonce) and then its body, shared with every stream that sends the same response (see
+//! `shared.rs`).
 //!
 //! tonic's own encoder keeps one growable buffer per stream, which ends up as large as the
-//! largest response ever sent and stays allocated for the life of the stream: an idle stream
-//! would hold a full RouteConfiguration's worth of memory. Here each frame owns its bytes and
-//! is freed once HTTP/2 has written it.
+//! largest response ever sent and stays allocated for the life of the stream, and copies every
+//! response into it. Here a frame is only references: nothing is copied per stream, and the
+//! bytes are freed once HTTP/2 has written them to the last stream that sends them.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http_body::Frame;
-use prost::Message;
-use prost::bytes::{BufMut, Bytes, BytesMut};
+use prost::bytes::Bytes;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::codegen::http::HeaderMap;
 
-/// Compression flag (1 byte) and length (4 bytes) in front of every gRPC message.
-const HEADER: usize = 5;
+use crate::shared::Outgoing;
 
-pub(crate) struct FrameBody<M> {
-    rx: mpsc::Receiver<Result<M, Status>>,
+pub(crate) struct FrameBody {
+    rx: mpsc::Receiver<Result<Outgoing, Status>>,
+    /// The body of the response whose head went out last.
+    body: Option<Bytes>,
     done: bool,
 }
 
-impl<M> FrameBody<M> {
-    pub(crate) fn new(rx: mpsc::Receiver<Result<M, Status>>) -> Self {
-        FrameBody { rx, done: false }
+impl FrameBody {
+    pub(crate) fn new(rx: mpsc::Receiver<Result<Outgoing, Status>>) -> Self {
+        FrameBody {
+            rx,
+            body: None,
+            done: false,
+        }
     }
-}
-
-/// One uncompressed gRPC frame holding `msg`.
-pub(crate) fn frame(msg: &impl Message) -> Result<Bytes, Status> {
-    let len = msg.encoded_len();
-    let len32 = u32::try_from(len)
-        .map_err(|_| Status::resource_exhausted(format!("response of {len} bytes")))?;
-    let mut buf = BytesMut::with_capacity(HEADER + len);
-    buf.put_u8(0);
-    buf.put_u32(len32);
-    msg.encode_raw(&mut buf);
-    Ok(buf.freeze())
 }
 
 fn trailers(status: &Status) -> HeaderMap {
@@ -51,7 +44,7 @@ fn trailers(status: &Status) -> HeaderMap {
     map
 }
 
-impl<M: Message + Unpin> http_body::Body for FrameBody<M> {
+impl http_body::Body for FrameBody {
     type Data = Bytes;
     type Error = Status;
 
@@ -59,15 +52,20 @@ impl<M: Message + Unpin> http_body::Body for FrameBody<M> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(body) = self.body.take() {
+            return Poll::Ready(Some(Ok(Frame::data(body))));
+        }
         if self.done {
             return Poll::Ready(None);
         }
         let status = match self.rx.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(msg))) => match frame(&msg) {
-                Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
-                Err(status) => status,
-            },
+            Poll::Ready(Some(Ok(out))) => {
+                if !out.body.is_empty() {
+                    self.body = Some(out.body);
+                }
+                return Poll::Ready(Some(Ok(Frame::data(out.head))));
+            }
             Poll::Ready(Some(Err(status))) => status,
             Poll::Ready(None) => Status::ok(""),
         };
@@ -76,29 +74,6 @@ impl<M: Message + Unpin> http_body::Body for FrameBody<M> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
-
-    #[test]
-    fn frame_is_flag_length_message() {
-        let msg = DiscoveryResponse {
-            version_info: "v1".into(),
-            ..Default::default()
-        };
-        let bytes = frame(&msg).expect("frame");
-        assert_eq!(bytes[0], 0);
-        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        assert_eq!(len, bytes.len() - HEADER);
-        assert_eq!(
-            DiscoveryResponse::decode(&bytes[HEADER..]).expect("decode"),
-            msg
-        );
-        assert_eq!(bytes.len(), HEADER + msg.encoded_len());
+        self.done && self.body.is_none()
     }
 }

@@ -24,6 +24,7 @@ struct Counters {
     pushes: BTreeMap<String, u64>,
     nacks: BTreeMap<String, u64>,
     bytes: BTreeMap<String, u64>,
+    encoded: BTreeMap<String, u64>,
     ack_latency: BTreeMap<String, Histogram>,
 }
 
@@ -37,6 +38,14 @@ impl Metrics {
         let mut c = lock(&self.counters);
         *c.pushes.entry(type_url.to_string()).or_default() += 1;
         *c.bytes.entry(type_url.to_string()).or_default() += bytes as u64;
+    }
+
+    /// A response body was encoded (rather than reused from another stream's push).
+    pub(crate) fn encoded(&self, type_url: &str) {
+        *lock(&self.counters)
+            .encoded
+            .entry(type_url.to_string())
+            .or_default() += 1;
     }
 
     pub(crate) fn nacked(&self, type_url: &str) {
@@ -94,6 +103,12 @@ impl Metrics {
             "portico_xds_config_bytes_sent_total",
             "Encoded bytes of responses sent.",
             &c.bytes,
+        );
+        counter(
+            &mut out,
+            "portico_xds_encoded_responses_total",
+            "Response bodies encoded; every other push reused one encoded for another stream.",
+            &c.encoded,
         );
         header(
             &mut out,
@@ -170,6 +185,7 @@ mod tests {
         m.pushed(crate::type_url::CLUSTER, 100);
         m.pushed(crate::type_url::CLUSTER, 50);
         m.nacked(crate::type_url::LISTENER);
+        m.encoded(crate::type_url::CLUSTER);
         m.acked(crate::type_url::CLUSTER, Duration::from_millis(3));
         let mut streams = BTreeMap::new();
         streams.insert(("default/gw".to_string(), "sotw-ads".to_string()), 2);
@@ -186,6 +202,9 @@ mod tests {
         assert!(
             text.contains("portico_xds_nacks_total{type=\"envoy.config.listener.v3.Listener\"} 1")
         );
+        assert!(text.contains(
+            "portico_xds_encoded_responses_total{type=\"envoy.config.cluster.v3.Cluster\"} 1"
+        ));
         assert!(text.contains(
             "portico_xds_push_ack_seconds_bucket{type=\"envoy.config.cluster.v3.Cluster\",le=\"0.0025\"} 0"
         ));

@@ -4,7 +4,7 @@
 
 use tracing::debug;
 
-use crate::state::{Held, Protocol, StreamState};
+use crate::state::{Protocol, StreamState};
 use crate::status::XdsEventKind;
 use crate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
@@ -91,16 +91,13 @@ impl StreamState {
                 return false;
             }
         }
-        let held = ts
-            .desired(&self.view, type_url)
-            .into_iter()
-            .map(|r| (r.name.clone(), Held::from(r)))
-            .collect();
         self.resume(type_url);
+        let view = &self.view;
         if let Some(ts) = self.types.get_mut(type_url) {
             // Nothing is sent: an empty LDS/CDS response would delete everything, and Envoy
             // ignores an empty EDS/RDS one (it reaches no watch), so neither would help.
-            ts.held = held;
+            let desired = ts.desired(view, type_url);
+            ts.held.assign(&desired, view.snapshot.type_map(type_url));
             ts.touch();
         }
         true

@@ -13,15 +13,16 @@ use std::task::{Context, Poll};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tokio::sync::{mpsc, watch};
 use tonic::body::Body;
-use tonic::codec::Codec;
 use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
 use crate::cache::Cache;
 use crate::delta::Delta;
 use crate::frames::FrameBody;
+use crate::requests::Requests;
+use crate::shared::Outgoing;
 use crate::sotw::Sotw;
 use crate::state::Protocol;
 use crate::status::Variant;
@@ -43,8 +44,8 @@ impl Xds {
         &self,
         variant: Variant,
         fixed_type: Option<&'static str>,
-        requests: Streaming<P::Request>,
-    ) -> mpsc::Receiver<Result<P::Response, Status>> {
+        requests: Requests<P::Request>,
+    ) -> mpsc::Receiver<Result<Outgoing, Status>> {
         // One slot: a client that does not read holds up only its own stream, and the next
         // response is built from the latest state when the slot frees up.
         let (tx, rx) = mpsc::channel(1);
@@ -68,7 +69,6 @@ impl Xds {
         req: http::Request<B>,
     ) -> http::Response<Body>
     where
-        P::Response: Unpin,
         B: HttpBody + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
     {
@@ -78,8 +78,7 @@ impl Xds {
             let message = format!("request compression {encoding:?} is not supported");
             return Status::unimplemented(message).into_http();
         }
-        let decoder = ProstCodec::<P::Response, P::Request>::default().decoder();
-        let requests = Streaming::new_request(decoder, req.into_body(), None, Some(MAX_MESSAGE));
+        let requests = Requests::new(req.into_body(), MAX_MESSAGE);
         let rx = self.spawn::<P>(variant, fixed_type, requests);
         let mut response = http::Response::new(Body::new(FrameBody::new(rx)));
         response.headers_mut().insert(

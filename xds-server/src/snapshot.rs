@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use prost::Message;
-
 use crate::Any;
 
 /// One named resource of a snapshot. Cloning is cheap: the body is shared.
@@ -23,7 +21,7 @@ pub struct Resource {
 
 impl Resource {
     pub(crate) fn new(type_url: &str, name: String, body: Any) -> Self {
-        let version = hex(xxhash_rust::xxh3::xxh3_64(&body.encode_to_vec()));
+        let version = hex(any_hash(&body));
         Resource {
             children: crate::refs::children(type_url, &body).into(),
             name,
@@ -33,9 +31,13 @@ impl Resource {
     }
 }
 
+/// One type's resources by name. Shared (`Arc`) between snapshots that did not change the
+/// type, and with the streams that hold exactly this set (`held.rs`).
+pub(crate) type ResourceMap = BTreeMap<String, Resource>;
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TypeSet {
-    pub(crate) resources: BTreeMap<String, Resource>,
+    pub(crate) resources: Arc<ResourceMap>,
     /// Computed on first use, reset by every insert.
     version: OnceLock<String>,
 }
@@ -47,10 +49,25 @@ impl TypeSet {
     }
 }
 
+type Types = BTreeMap<String, TypeSet>;
+
 /// One fleet's complete config. Cheap to clone (Arc inside).
-#[derive(Clone, Default, Debug)]
+#[derive(Default, Debug)]
 pub struct Snapshot {
-    types: Arc<BTreeMap<String, TypeSet>>,
+    types: Arc<Types>,
+    /// Set by [`Snapshot::reusing`]: resources to reuse when an insert brings identical bytes.
+    /// Only the previous snapshot's own types, so snapshots never chain up in memory.
+    previous: Option<Arc<Types>>,
+}
+
+impl Clone for Snapshot {
+    /// Clones share everything but the reuse source (a clone is a finished snapshot).
+    fn clone(&self) -> Self {
+        Snapshot {
+            types: self.types.clone(),
+            previous: None,
+        }
+    }
 }
 
 impl Snapshot {
@@ -58,20 +75,84 @@ impl Snapshot {
         Self::default()
     }
 
+    /// An empty snapshot that takes over `previous`'s resource of the same type and name
+    /// whenever an insert brings the same bytes: no hashing, no reference decoding, and the
+    /// body stays the one already shared with the streams. Build the next snapshot of a fleet
+    /// with this (say from `cache.snapshot(fleet)`); the result is the same as with
+    /// [`Snapshot::new`]. The reference to `previous` is dropped once the snapshot is published
+    /// or cloned.
+    pub fn reusing(previous: &Snapshot) -> Self {
+        Snapshot {
+            types: Arc::default(),
+            previous: Some(previous.types.clone()),
+        }
+    }
+
     /// Adds (or replaces) a resource. Its version is the xxh3 of the encoded `Any`, so identical
     /// input gives identical versions across restarts and replicas. Encoded once here; every
     /// stream shares the same body.
     pub fn insert(&mut self, type_url: &str, name: impl Into<String>, resource: Any) {
-        let resource = Resource::new(type_url, name.into(), resource);
-        let set = Arc::make_mut(&mut self.types)
-            .entry(type_url.to_string())
-            .or_default();
+        let name = name.into();
+        let reused = self
+            .previous
+            .as_ref()
+            .and_then(|p| p.get(type_url)?.resources.get(&name))
+            .filter(|old| *old.body == resource);
+        let resource = match reused {
+            Some(old) => old.clone(),
+            None => Resource::new(type_url, name, resource),
+        };
+        let types = Arc::make_mut(&mut self.types);
+        if !types.contains_key(type_url) {
+            types.insert(type_url.to_string(), TypeSet::default());
+        }
+        let Some(set) = types.get_mut(type_url) else {
+            return;
+        };
         set.version = OnceLock::new();
-        set.resources.insert(resource.name.clone(), resource);
+        Arc::make_mut(&mut set.resources).insert(resource.name.clone(), resource);
+    }
+
+    /// Drops the reuse source of [`Snapshot::reusing`] (done on publication).
+    pub(crate) fn seal(&mut self) {
+        self.previous = None;
+    }
+
+    /// Takes over `previous`'s resource map for every type whose content did not change, so
+    /// that streams (which keep the map they were brought up to, see `held.rs`) see the very
+    /// same map and the old one can be freed.
+    pub(crate) fn share_unchanged(&mut self, previous: &Snapshot) {
+        if Arc::ptr_eq(&self.types, &previous.types) {
+            return;
+        }
+        let same: Vec<String> = self
+            .types
+            .iter()
+            .filter(|(t, set)| {
+                previous.types.get(*t).is_some_and(|old| {
+                    !Arc::ptr_eq(&old.resources, &set.resources) && old.version() == set.version()
+                })
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        if same.is_empty() {
+            return;
+        }
+        let types = Arc::make_mut(&mut self.types);
+        for t in same {
+            if let (Some(set), Some(old)) = (types.get_mut(&t), previous.types.get(&t)) {
+                *set = old.clone();
+            }
+        }
     }
 
     pub fn get(&self, type_url: &str, name: &str) -> Option<&Resource> {
         self.types.get(type_url)?.resources.get(name)
+    }
+
+    /// One type's resources, shared. Empty for an unknown type.
+    pub(crate) fn type_map(&self, type_url: &str) -> Option<&Arc<ResourceMap>> {
+        self.types.get(type_url).map(|t| &t.resources)
     }
 
     /// Resource names of one type, sorted.
@@ -87,6 +168,17 @@ impl Snapshot {
         match self.types.get(type_url) {
             Some(set) => set.version().to_string(),
             None => version_of(std::iter::empty()),
+        }
+    }
+
+    /// Same content of one type (an absent type is an empty one).
+    pub(crate) fn same_type(&self, other: &Snapshot, type_url: &str) -> bool {
+        match (self.types.get(type_url), other.types.get(type_url)) {
+            (Some(a), Some(b)) => {
+                Arc::ptr_eq(&a.resources, &b.resources) || a.version() == b.version()
+            }
+            (Some(set), None) | (None, Some(set)) => set.resources.is_empty(),
+            (None, None) => true,
         }
     }
 
@@ -129,6 +221,43 @@ pub(crate) fn version_of<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) ->
     hex(hasher.digest())
 }
 
+/// xxh3 of the `Any` as protobuf encodes it (type_url = 1, value = 2, empty fields omitted).
+/// Written into a reused per-thread buffer rather than a fresh `encode_to_vec`: one copy, no
+/// allocation, and the one-shot hash (much faster than the streaming one on small inputs).
+fn any_hash(any: &Any) -> u64 {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            return xxhash_rust::xxh3::xxh3_64(&prost::Message::encode_to_vec(any));
+        };
+        buf.clear();
+        for (key, bytes) in [
+            (0x0a_u8, any.type_url.as_bytes()),
+            (0x12, any.value.as_slice()),
+        ] {
+            if bytes.is_empty() {
+                continue;
+            }
+            buf.push(key);
+            let mut len = bytes.len() as u64;
+            while len >= 0x80 {
+                buf.push((len as u8) | 0x80);
+                len >>= 7;
+            }
+            buf.push(len as u8);
+            buf.extend_from_slice(bytes);
+        }
+        let hash = xxhash_rust::xxh3::xxh3_64(&buf);
+        // Do not keep a huge buffer around after one huge resource.
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+        }
+        hash
+    })
+}
+
 fn hex(v: u64) -> String {
     format!("{v:016x}")
 }
@@ -161,6 +290,58 @@ mod tests {
         assert_ne!(a.version(CLUSTER), b.version(CLUSTER));
         assert!(!a.same_content(&b));
         assert_eq!(a.version(LISTENER), Snapshot::new().version(LISTENER));
+    }
+
+    #[test]
+    fn hash_is_of_the_encoded_any() {
+        use prost::Message;
+        for (t, v) in [
+            ("", 0),
+            (CLUSTER, 0),
+            ("", 5),
+            (CLUSTER, 300),
+            (CLUSTER, 70_000),
+        ] {
+            let a = Any {
+                type_url: t.to_string(),
+                value: vec![7; v],
+            };
+            assert_eq!(any_hash(&a), xxhash_rust::xxh3::xxh3_64(&a.encode_to_vec()));
+        }
+    }
+
+    #[test]
+    fn reusing_keeps_identical_resources_and_drops_the_source_on_clone() {
+        let mut a = Snapshot::new();
+        a.insert(CLUSTER, "a", any(CLUSTER, b"1"));
+        a.insert(CLUSTER, "b", any(CLUSTER, b"2"));
+        let mut b = Snapshot::reusing(&a);
+        b.insert(CLUSTER, "a", any(CLUSTER, b"1"));
+        b.insert(CLUSTER, "b", any(CLUSTER, b"3"));
+        b.insert(LISTENER, "l", any(LISTENER, b"4"));
+        let same = |s: &Snapshot, n| {
+            Arc::ptr_eq(
+                &s.get(CLUSTER, n).unwrap().body,
+                &a.get(CLUSTER, n).unwrap().body,
+            )
+        };
+        assert!(same(&b, "a"));
+        assert!(!same(&b, "b"));
+        let mut fresh = Snapshot::new();
+        fresh.insert(CLUSTER, "b", any(CLUSTER, b"3"));
+        fresh.insert(CLUSTER, "a", any(CLUSTER, b"1"));
+        fresh.insert(LISTENER, "l", any(LISTENER, b"4"));
+        assert!(fresh.same_content(&b));
+        assert_eq!(fresh.get(CLUSTER, "a"), b.get(CLUSTER, "a"));
+        assert!(b.previous.is_some() && b.clone().previous.is_none());
+        let mut c = fresh.clone();
+        c.insert(LISTENER, "l", any(LISTENER, b"5"));
+        c.share_unchanged(&a);
+        let map = |s: &Snapshot, t| s.type_map(t).unwrap().clone();
+        assert!(!Arc::ptr_eq(&map(&c, CLUSTER), &map(&a, CLUSTER)));
+        c.share_unchanged(&b);
+        assert!(Arc::ptr_eq(&map(&c, CLUSTER), &map(&b, CLUSTER)));
+        assert!(!Arc::ptr_eq(&map(&c, LISTENER), &map(&b, LISTENER)));
     }
 
     #[test]

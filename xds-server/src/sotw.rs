@@ -5,11 +5,14 @@ use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use prost::Message;
 use tokio::time::Instant;
+use tonic::Status;
 use tracing::debug;
 
+use crate::shared::{Encoded, Key, Outgoing};
 use crate::snapshot::Resource;
-use crate::state::{Held, InFlight, Protocol, StreamState, TypeState, full_state};
+use crate::state::{InFlight, Protocol, StreamState, TypeState, full_state};
 use crate::view::View;
 use crate::wire::SotwResponse;
 
@@ -17,7 +20,6 @@ pub(crate) struct Sotw;
 
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = SotwResponse;
 
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
@@ -40,15 +42,19 @@ impl Protocol for Sotw {
             return;
         }
         let acks = !nonce.is_empty() && ts.in_flight.is_some();
-        let before = (ts.requested, ts.wildcard, ts.names.clone());
-        subscribe(ts, type_url, &req.resource_names);
-        if !before.0 {
+        let first = !ts.requested;
+        // Most requests are ACKs repeating the subscription: leave it alone then.
+        let same = !first && unchanged(ts, &req.resource_names);
+        if !same {
+            subscribe(ts, type_url, &req.resource_names);
+        }
+        if first {
             // First request of this type on the stream: after a reconnect its version_info
             // says what the client already holds.
             st.sotw_resume::<Sotw>(type_url, &req.version_info);
             return;
         }
-        if !acks && before == (true, ts.wildcard, ts.names.clone()) && !st.variant.is_ads() {
+        if !acks && same && !st.variant.is_ads() {
             // The same subscription again, and not an ACK: Envoy re-requests when a cluster
             // (listener) it updated starts warming and needs a fresh answer. On ADS the server
             // sees the parent change and forces that answer itself; a per-type stream cannot.
@@ -80,7 +86,7 @@ impl Protocol for Sotw {
         ts.work_memo(view, type_url, || changes(view, type_url, ts))
     }
 
-    fn build(st: &mut StreamState, type_url: &str) -> SotwResponse {
+    fn build(st: &mut StreamState, type_url: &str) -> Result<Outgoing, Status> {
         let nonce = st.next_nonce();
         let version = st.view.version(type_url);
         let ts = st.types.entry(type_url.to_string()).or_default();
@@ -98,28 +104,45 @@ impl Protocol for Sotw {
                 send.push(r);
             }
         }
+        let map = st.view.snapshot.type_map(type_url);
         if full {
-            ts.held.clear();
+            ts.held.assign(&send, map);
+        } else {
+            for r in &send {
+                ts.held.insert_resource(r);
+            }
+            ts.held.rebase(map);
         }
+        let mut key = Key::new("sotw", type_url, &version);
         for r in &send {
-            ts.held.insert(r.name.clone(), Held::from(r));
+            key.add(&r.name);
+            key.add(&r.version);
         }
-        let names = send.iter().map(|r| r.name.clone()).collect();
-        let response = SotwResponse {
-            version_info: version.clone(),
-            resources: send.iter().map(|r| r.body.clone()).collect(),
-            type_url: type_url.to_string(),
-            nonce: nonce.clone(),
-        };
+        let (encoded, fresh) = st.cache.inner.responses.get_or_encode(key, || {
+            let response = SotwResponse {
+                version_info: version.clone(),
+                resources: send.iter().map(|r| r.body.clone()).collect(),
+                type_url: type_url.to_string(),
+                nonce: String::new(),
+            };
+            Encoded {
+                body: response.encode_to_vec().into(),
+                names: send.iter().map(|r| r.name.clone()).collect(),
+            }
+        });
+        if fresh {
+            st.cache.inner.metrics.encoded(type_url);
+        }
+        let out = Outgoing::new(&encoded.encoded.body, &nonce);
         let sent = InFlight {
             nonce,
             version,
             sent_at: Instant::now(),
-            names,
+            body: encoded,
         };
-        debug!(type_url, version = %sent.version, resources = response.resources.len(), "push");
+        debug!(type_url, version = %sent.version, resources = send.len(), "push");
         st.sent(type_url, sent, changed);
-        response
+        out
     }
 
     /// EDS/RDS/SDS: forget resources the snapshot dropped, so they are sent again if they
@@ -131,10 +154,17 @@ impl Protocol for Sotw {
             let generation = st.view.generation(type_url);
             if !full_state(type_url) && ts.pruned_at != Some(generation) {
                 ts.pruned_at = Some(generation);
-                let before = ts.held.len();
-                ts.held
-                    .retain(|name, _| st.view.get(type_url, name).is_some());
-                if ts.held.len() != before {
+                let gone: Vec<String> = ts
+                    .held
+                    .outside(st.view.snapshot.type_map(type_url))
+                    .into_iter()
+                    .filter(|(name, _)| st.view.get(type_url, name).is_none())
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+                for name in &gone {
+                    ts.held.remove(name);
+                }
+                if !gone.is_empty() {
                     ts.touch();
                 }
             }
@@ -154,6 +184,20 @@ fn changes(view: &View, type_url: &str, ts: &TypeState) -> bool {
     } else {
         desired.iter().any(changed)
     }
+}
+
+/// Whether `subscribe(ts, names)` would leave the subscription as it is (`ts` has been
+/// requested before). Conservative: duplicate names in the request count as a change.
+fn unchanged(ts: &TypeState, names: &[String]) -> bool {
+    if names.is_empty() {
+        return ts.names.is_empty() && ts.wildcard != ts.ever_named;
+    }
+    let star = names.iter().any(|n| n == "*");
+    let named = names.len() - names.iter().filter(|n| *n == "*").count();
+    ts.ever_named
+        && ts.wildcard == star
+        && ts.names.len() == named
+        && names.iter().all(|n| n == "*" || ts.names.contains(n))
 }
 
 /// Applies a SotW subscription (the complete list of names the client wants).
@@ -191,10 +235,16 @@ mod tests {
         let mut ts = TypeState::default();
         subscribe(&mut ts, crate::type_url::CLUSTER, &[]);
         assert!(ts.wildcard && ts.must_respond);
+        assert!(unchanged(&ts, &[]));
+        assert!(!unchanged(&ts, &["a".into()]));
         subscribe(&mut ts, crate::type_url::CLUSTER, &["*".into(), "a".into()]);
         assert!(ts.wildcard && ts.names.contains("a") && ts.force.contains("a"));
         subscribe(&mut ts, crate::type_url::CLUSTER, &["a".into()]);
         assert!(!ts.wildcard);
+        assert!(unchanged(&ts, &["a".into()]));
+        assert!(!unchanged(&ts, &["a".into(), "a".into()]));
+        assert!(!unchanged(&ts, &["a".into(), "*".into()]));
+        assert!(!unchanged(&ts, &[]));
         subscribe(&mut ts, crate::type_url::CLUSTER, &[]);
         assert!(!ts.wildcard && ts.names.is_empty());
     }

@@ -9,10 +9,12 @@ use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::time::Instant;
+use tonic::Status;
 use tracing::{debug, warn};
 
-use crate::Any;
 use crate::cache::{Cache, Published};
+use crate::held::{HeldMap, HeldRef};
+use crate::shared::{Outgoing, SharedBody};
 use crate::snapshot::Resource;
 use crate::status::{Nack, Variant, XdsEvent, XdsEventKind};
 use crate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
@@ -50,38 +52,14 @@ pub(crate) fn full_state(type_url: &str) -> bool {
     type_url == LISTENER || type_url == CLUSTER
 }
 
-/// What the client holds of one resource, as far as this stream knows.
-#[derive(Clone, Debug)]
-pub(crate) enum Held {
-    /// Delta: the client was told the resource does not exist.
-    Absent,
-    /// The client has this version. The body is unknown for versions the client announced
-    /// itself (delta `initial_resource_versions`).
-    Has {
-        version: String,
-        body: Option<Arc<Any>>,
-    },
-}
-
-impl Held {
-    pub(crate) fn from(r: &Resource) -> Self {
-        Held::Has {
-            version: r.version.clone(),
-            body: Some(r.body.clone()),
-        }
-    }
-
-    pub(crate) fn is(&self, r: &Resource) -> bool {
-        matches!(self, Held::Has { version, .. } if *version == r.version)
-    }
-}
-
 pub(crate) struct InFlight {
     pub(crate) nonce: String,
     pub(crate) version: String,
     pub(crate) sent_at: Instant,
-    /// Names the response carried (delta: removals too), to attribute a NACK.
-    pub(crate) names: Vec<String>,
+    /// The body sent (shared with streams sent the same response; kept until the ACK so that
+    /// streams building the same response meanwhile reuse it). Its names (delta: removals
+    /// too) attribute a NACK.
+    pub(crate) body: SharedBody,
 }
 
 /// One type URL on one stream.
@@ -94,7 +72,7 @@ pub(crate) struct TypeState {
     pub(crate) names: BTreeSet<String>,
     /// SotW: some request named resources, so the legacy wildcard no longer applies.
     pub(crate) ever_named: bool,
-    pub(crate) held: BTreeMap<String, Held>,
+    pub(crate) held: HeldMap,
     /// Names to send (or, in delta, to declare removed) even if the client holds them.
     pub(crate) force: BTreeSet<String>,
     /// Answer even with nothing new (first wildcard or LDS/CDS request).
@@ -161,7 +139,6 @@ impl TypeState {
 /// The wire rules of one protocol variant (SotW or delta).
 pub(crate) trait Protocol: Send + 'static {
     type Request: prost::Message + Default + Send + 'static;
-    type Response: prost::Message + Send + 'static;
 
     fn node(req: &Self::Request) -> Option<&Node>;
     fn type_url_mut(req: &mut Self::Request) -> &mut String;
@@ -170,7 +147,7 @@ pub(crate) trait Protocol: Send + 'static {
     /// Whether the client should get a response for this type now.
     fn has_work(view: &View, type_url: &str, ts: &TypeState) -> bool;
     /// Builds the response and records it as sent.
-    fn build(st: &mut StreamState, type_url: &str) -> Self::Response;
+    fn build(st: &mut StreamState, type_url: &str) -> Result<Outgoing, Status>;
     /// Called after the stream switched to a new snapshot.
     fn on_snapshot(_st: &mut StreamState) {}
 }
@@ -258,7 +235,7 @@ impl StreamState {
             }
             Some(message) => {
                 metrics.nacked(type_url);
-                let resource_names = nack_names(&sent.names, &message);
+                let resource_names = nack_names(&sent.body.encoded.names, &message);
                 warn!(type_url, version = %sent.version, ?resource_names, %message, "NACK");
                 let nack = Nack {
                     version: sent.version.clone(),
@@ -335,33 +312,33 @@ impl StreamState {
                 let Some(ts) = self.types.get(t) else {
                     continue;
                 };
-                for (name, held) in &ts.held {
-                    if self.view.snapshot.get(t, name).is_some() {
-                        continue;
-                    }
-                    let Held::Has { version, body } = held else {
+                let mut keep = Vec::new();
+                for (name, held) in ts.held.outside(self.view.snapshot.type_map(t)) {
+                    let HeldRef::Has { version, body } = held else {
                         continue;
                     };
-                    let body = body.clone().or_else(|| {
+                    let body = body.cloned().or_else(|| {
                         old.get(t, name)
-                            .filter(|r| r.version == *version)
+                            .filter(|r| r.version == version)
                             .map(|r| r.body.clone())
                     });
                     if let Some(body) = body {
-                        let r = Resource {
-                            name: name.clone(),
-                            version: version.clone(),
+                        keep.push(Resource {
+                            name: name.to_string(),
+                            version: version.to_string(),
                             body,
                             children: Arc::from([]),
-                        };
-                        self.view
-                            .retained
-                            .entry(t.to_string())
-                            .or_default()
-                            .insert(name.clone(), r);
-                        self.view.touch(t);
+                        });
                     }
                 }
+                if keep.is_empty() {
+                    continue;
+                }
+                let kept = self.view.retained.entry(t.to_string()).or_default();
+                for r in keep {
+                    kept.insert(r.name.clone(), r);
+                }
+                self.view.touch(t);
             }
         }
         P::on_snapshot(self);

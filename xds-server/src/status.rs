@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::Any;
-use crate::state::{Held, StreamState};
+use crate::held::HeldRef;
+use crate::state::StreamState;
 
 /// Which xDS transport a stream uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,18 +182,18 @@ impl StreamState {
         let mut out = BTreeMap::new();
         for (t, ts) in &self.types {
             let mut held = BTreeMap::new();
-            for (name, h) in &ts.held {
-                let Held::Has { version, body } = h else {
+            for (name, h) in ts.held.iter() {
+                let HeldRef::Has { version, body } = h else {
                     continue;
                 };
-                let body = body.clone().or_else(|| {
+                let body = body.cloned().or_else(|| {
                     self.view
                         .get(t, name)
-                        .filter(|r| r.version == *version)
+                        .filter(|r| r.version == version)
                         .map(|r| r.body.clone())
                 });
                 if let Some(body) = body {
-                    held.insert(name.clone(), body);
+                    held.insert(name.to_string(), body);
                 }
             }
             if !held.is_empty() {

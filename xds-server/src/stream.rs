@@ -4,10 +4,12 @@
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{Instrument, debug, info};
 
 use crate::cache::{Cache, lock};
+use crate::requests::Requests;
+use crate::shared::Outgoing;
 use crate::state::{Protocol, StreamState};
 use crate::status::{Variant, XdsEvent, XdsEventKind};
 
@@ -18,7 +20,7 @@ pub(crate) async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     }
 }
 
-type Tx<P> = mpsc::Sender<Result<<P as Protocol>::Response, Status>>;
+type Tx = mpsc::Sender<Result<Outgoing, Status>>;
 
 /// Serves one stream until the client leaves or the server shuts down.
 pub(crate) async fn run<P: Protocol>(
@@ -26,8 +28,8 @@ pub(crate) async fn run<P: Protocol>(
     shutdown: watch::Receiver<bool>,
     variant: Variant,
     fixed_type: Option<&'static str>,
-    mut requests: Streaming<P::Request>,
-    tx: Tx<P>,
+    mut requests: Requests<P::Request>,
+    tx: Tx,
 ) {
     let shutdown = shutdown_signal(shutdown);
     tokio::pin!(shutdown);
@@ -71,8 +73,8 @@ pub(crate) async fn run<P: Protocol>(
 async fn serve<P: Protocol>(
     state: &Mutex<StreamState>,
     first: P::Request,
-    mut requests: Streaming<P::Request>,
-    tx: Tx<P>,
+    mut requests: Requests<P::Request>,
+    tx: Tx,
     fixed_type: Option<&'static str>,
     mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) {
@@ -122,10 +124,12 @@ async fn serve<P: Protocol>(
                 let response = {
                     let mut st = lock(state);
                     let response = P::build(&mut st, &type_url);
-                    st.metrics_sent(&type_url, prost::Message::encoded_len(&response));
+                    if let Ok(out) = &response {
+                        st.metrics_sent(&type_url, out.message_len());
+                    }
                     response
                 };
-                permit.send(Ok(response));
+                permit.send(response);
             }
         }
         lock(state).cleanup::<P>();

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use portico_xds::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use portico_xds::{CacheConfig, SyncState, XdsEventKind};
 
@@ -287,4 +288,44 @@ async fn routes_embed_in_another_server() {
     c.subscribe(CLUSTER, &[]).await;
     assert_eq!(names(&c.recv_ack(CLUSTER, &[]).await), ["c1", "c2"]);
     server.abort();
+}
+
+/// Streams that get the same response share one encoding; only the nonce is their own.
+#[tokio::test]
+async fn identical_pushes_share_one_encoding() {
+    let h = Harness::start().await;
+    h.set(clusters("a"));
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(SotwClient::ads(&h, &format!("n{i}")).await);
+    }
+    let mut first = Vec::new();
+    for c in clients.iter_mut() {
+        c.subscribe(CLUSTER, &[]).await;
+        first.push(c.recv_ack(CLUSTER, &[]).await);
+    }
+    h.set(clusters("b"));
+    let mut second = Vec::new();
+    for c in clients.iter_mut() {
+        second.push(c.recv_ack(CLUSTER, &[]).await);
+        c.barrier().await;
+    }
+    for responses in [&first, &second] {
+        for r in responses.iter() {
+            let without_nonce = |r: &DiscoveryResponse| DiscoveryResponse {
+                nonce: String::new(),
+                ..r.clone()
+            };
+            assert_eq!(without_nonce(r), without_nonce(&responses[0]));
+            assert!(!r.nonce.is_empty());
+        }
+    }
+    assert_ne!(first[0].version_info, second[0].version_info);
+    let m = h.cache.render_metrics();
+    for line in [
+        "portico_xds_pushes_total{type=\"envoy.config.cluster.v3.Cluster\"} 6",
+        "portico_xds_encoded_responses_total{type=\"envoy.config.cluster.v3.Cluster\"} 2",
+    ] {
+        assert!(m.contains(line), "missing {line} in\n{m}");
+    }
 }

@@ -2,6 +2,7 @@
 //! Portico Backends, with ReferenceGrant checks.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ServicePort;
 
@@ -33,6 +34,74 @@ pub struct Resolved {
     pub policy: Option<usize>,
 }
 
+/// A cluster as route compilation leaves it: everything but what EndpointSlices contribute,
+/// so that compiled routes stay valid while endpoints churn (`finish` adds them).
+#[derive(Clone, Debug)]
+pub struct ClusterEntry {
+    pub cluster: Cluster,
+    /// A Service cluster's EndpointSlices: (namespace, service, port name, whether their
+    /// endpoints are used; an invalid BackendTLSPolicy keeps only the origins).
+    pub slices: Option<(String, String, String, bool)>,
+}
+
+/// Clusters by name, as compilation produces them.
+pub type ClusterMap = BTreeMap<String, Arc<ClusterEntry>>;
+
+/// Adds the EndpointSlices' endpoints and origins to a compiled cluster.
+pub fn finish(ctx: &Ctx, entry: &ClusterEntry) -> Cluster {
+    let mut cluster = entry.cluster.clone();
+    let Some((ns, service, port_name, use_endpoints)) = &entry.slices else {
+        return cluster;
+    };
+    let mut endpoints = Vec::new();
+    let mut slice_origins = Vec::new();
+    for slice in ctx
+        .slices
+        .get(&(ns.clone(), service.clone()))
+        .into_iter()
+        .flatten()
+    {
+        slice_origins.push(ObjectKey::new(
+            "EndpointSlice",
+            ns,
+            slice.metadata.name.as_deref().unwrap_or_default(),
+        ));
+        let slice_port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == port_name);
+        let Some(target) = slice_port
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            // Kubernetes: an absent ready condition counts as ready.
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for address in &ep.addresses {
+                endpoints.push(Endpoint::Socket {
+                    address: address.clone(),
+                    port: target,
+                });
+            }
+        }
+    }
+    // The Service comes first, then its slices, then anything else (the BackendTLSPolicy).
+    let rest = cluster.origins.split_off(1.min(cluster.origins.len()));
+    cluster.origins.extend(slice_origins);
+    cluster.origins.extend(rest);
+    if *use_endpoints {
+        endpoints.sort();
+        endpoints.dedup();
+        cluster.discovery = Discovery::Eds(endpoints);
+    }
+    cluster
+}
+
 /// What kind of traffic the referring route carries.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Traffic {
@@ -48,7 +117,7 @@ pub fn resolve(
     from: (&str, &str),
     r: &BackendRef,
     traffic: Traffic,
-    clusters: &mut BTreeMap<String, Cluster>,
+    clusters: &mut ClusterMap,
 ) -> Result<Resolved, RefError> {
     let (from_kind, from_ns) = from;
     let group = r.group.clone().unwrap_or_default();
@@ -119,51 +188,21 @@ pub fn resolve(
     if traffic == Traffic::Stream {
         name.push_str("/tcp");
     }
-    let mut origins = vec![ObjectKey::new("Service", &ns, &r.name)];
-    let discovery = if external {
+    let origins = vec![ObjectKey::new("Service", &ns, &r.name)];
+    let (discovery, mut slices) = if external {
         let host = spec.external_name.clone().unwrap_or_default();
-        Discovery::Dns(vec![Endpoint::Socket {
+        let endpoint = Endpoint::Socket {
             address: host,
             port: u16::try_from(port).unwrap_or(0),
-        }])
+        };
+        (Discovery::Dns(vec![endpoint]), None)
     } else {
-        let mut endpoints = Vec::new();
-        for slice in ctx
-            .slices
-            .get(&(ns.clone(), r.name.clone()))
-            .into_iter()
-            .flatten()
-        {
-            origins.push(ObjectKey::new(
-                "EndpointSlice",
-                &ns,
-                slice.metadata.name.as_deref().unwrap_or_default(),
-            ));
-            let slice_port = slice.ports.iter().flatten().find(|p| {
-                p.name.as_deref().unwrap_or("") == svc_port.name.as_deref().unwrap_or("")
-            });
-            let Some(target) = slice_port
-                .and_then(|p| p.port)
-                .and_then(|p| u16::try_from(p).ok())
-            else {
-                continue;
-            };
-            for ep in &slice.endpoints {
-                // Kubernetes: an absent ready condition counts as ready.
-                if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                    continue;
-                }
-                for address in &ep.addresses {
-                    endpoints.push(Endpoint::Socket {
-                        address: address.clone(),
-                        port: target,
-                    });
-                }
-            }
-        }
-        endpoints.sort();
-        endpoints.dedup();
-        Discovery::Eds(endpoints)
+        // Endpoints come from the EndpointSlices, in `finish`.
+        let port_name = svc_port.name.clone().unwrap_or_default();
+        (
+            Discovery::Eds(Vec::new()),
+            Some((ns.clone(), r.name.clone(), port_name, true)),
+        )
     };
     let policy = backend_tls::lookup(&ctx.tls_policies, &ns, &r.name, svc_port.name.as_deref());
     let (tls, discovery) = match policy.map(|(_, p)| &p.result) {
@@ -171,19 +210,28 @@ pub fn resolve(
         // An invalid policy never falls back to plaintext: no endpoints, Envoy answers 503.
         Some(Err(_)) => {
             name.push_str("/invalid-tls");
+            if let Some(s) = slices.as_mut() {
+                s.3 = false;
+            }
             (None, Discovery::Eds(Vec::new()))
         }
         None => (None, discovery),
     };
+    let mut origins = origins;
     if let Some((i, _)) = policy {
         origins.push(ctx.tls_policies[i].key.clone());
     }
-    clusters.entry(name.clone()).or_insert(Cluster {
-        name: name.clone(),
-        protocol,
-        discovery,
-        tls,
-        origins,
+    clusters.entry(name.clone()).or_insert_with(|| {
+        Arc::new(ClusterEntry {
+            cluster: Cluster {
+                name: name.clone(),
+                protocol,
+                discovery,
+                tls,
+                origins,
+            },
+            slices,
+        })
     });
     Ok(Resolved {
         cluster: name,
@@ -217,7 +265,7 @@ fn portico_backend(
     ns: &str,
     r: &BackendRef,
     traffic: Traffic,
-    clusters: &mut BTreeMap<String, Cluster>,
+    clusters: &mut ClusterMap,
 ) -> Result<Resolved, RefError> {
     let Some(backend) = ctx.backends.get(&(ns.to_string(), r.name.clone())) else {
         return Err(RefError::new(
@@ -280,12 +328,17 @@ fn portico_backend(
         Discovery::Eds(endpoints)
     };
     let origins = vec![ObjectKey::new(backend_kind::KIND, ns, &r.name)];
-    clusters.entry(name.clone()).or_insert(Cluster {
-        name: name.clone(),
-        protocol,
-        discovery,
-        tls: None,
-        origins,
+    clusters.entry(name.clone()).or_insert_with(|| {
+        Arc::new(ClusterEntry {
+            cluster: Cluster {
+                name: name.clone(),
+                protocol,
+                discovery,
+                tls: None,
+                origins,
+            },
+            slices: None,
+        })
     });
     Ok(Resolved {
         cluster: name,

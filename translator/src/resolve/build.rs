@@ -3,12 +3,12 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::ir::{
-    self, Action, Fleet, PathMatch, PathRewrite, Port, PortProtocol, TlsChain, VirtualHost,
-};
+use crate::input::ObjectKey;
+use crate::ir::{self, Action, Fleet, Port, PortProtocol, TlsChain};
 use crate::resolve::gateway::GatewayModel;
 use crate::resolve::listener::ListenerModel;
-use crate::resolve::rules::CompiledRoute;
+use crate::resolve::memo::Compiled;
+use crate::resolve::vhost::{VhostMemo, virtual_host};
 
 /// Routes placed on one listener: (index into the compiled routes, narrowed hostnames).
 pub type Placements = BTreeMap<(usize, usize), Vec<(usize, Vec<String>)>>;
@@ -34,12 +34,12 @@ fn port_name(protocol: PortProtocol, port: u16) -> String {
     format!("{p}-{port}")
 }
 
-fn listener_id(l: &ListenerModel) -> String {
+pub fn listener_id(l: &ListenerModel) -> String {
     format!("{}/{}/{}", l.owner.namespace, l.owner.name, l.spec.name)
 }
 
 /// Sort key for hostnames: exact before wildcard before any, longer first.
-fn host_rank(h: Option<&str>) -> (u8, Reverse<usize>) {
+pub fn host_rank(h: Option<&str>) -> (u8, Reverse<usize>) {
     match h {
         Some(h) if h.starts_with("*.") => (1, Reverse(h.len())),
         Some(h) if !h.is_empty() && h != "*" => (0, Reverse(h.len())),
@@ -50,10 +50,11 @@ fn host_rank(h: Option<&str>) -> (u8, Reverse<usize>) {
 pub fn fleet(
     gw_index: usize,
     gw: &GatewayModel,
-    routes: &[CompiledRoute],
+    routes: &[std::sync::Arc<Compiled>],
     placements: &Placements,
     streams: &StreamPlacements,
-    clusters: &BTreeMap<String, ir::Cluster>,
+    clusters: &BTreeMap<String, std::sync::Arc<ir::Cluster>>,
+    mut memo: Option<&mut VhostMemo>,
 ) -> Fleet {
     let mut fleet = Fleet {
         addresses: gw.addresses.clone(),
@@ -106,11 +107,9 @@ pub fn fleet(
                         .get(&(gw_index, li))
                         .map(Vec::as_slice)
                         .unwrap_or_default(),
+                    memo.as_deref_mut(),
                 );
-                for r in &vh.routes {
-                    origins.insert(r.origin.clone());
-                    collect_clusters(&r.action, &r.mirrors, &mut used_clusters);
-                }
+                // Its routes' origins and clusters are collected below, by reference.
                 p.virtual_hosts.push(vh);
             }
             let placed = streams.get(&(gw_index, li)).cloned().unwrap_or_default();
@@ -158,20 +157,49 @@ pub fn fleet(
             (host_rank(a.hostname.as_deref()), &a.listener)
                 .cmp(&(host_rank(b.hostname.as_deref()), &b.listener))
         });
-        p.origins = origins.into_iter().collect();
+        // Sorting references and cloning each once beats a set of clones (ports with
+        // thousands of routes).
+        let mut refs: Vec<&ObjectKey> = p
+            .virtual_hosts
+            .iter()
+            .flat_map(|v| v.routes.iter().map(|r| &r.origin))
+            .chain(&origins)
+            .collect();
+        refs.sort_unstable();
+        refs.dedup();
+        p.origins = refs.into_iter().cloned().collect();
         fleet.ports.push(p);
     }
-    for name in used_clusters {
-        if let Some(c) = clusters.get(&name) {
+    let mut names: Vec<&str> = used_clusters.iter().map(String::as_str).collect();
+    for r in fleet
+        .ports
+        .iter()
+        .flat_map(|p| &p.virtual_hosts)
+        .flat_map(|v| &v.routes)
+    {
+        if let Action::Forward(f) = &r.action {
+            names.extend(f.backends.iter().filter_map(|b| b.cluster.as_deref()));
+        }
+        names.extend(r.mirrors.iter().map(|m| m.cluster.as_str()));
+    }
+    names.sort_unstable();
+    names.dedup();
+    let mut used = Vec::with_capacity(names.len());
+    for name in names {
+        if let Some((name, c)) = clusters.get_key_value(name) {
             let mut c = c.clone();
             // The Gateway's backend client certificate goes on every TLS connection it makes.
-            if let (Some(tls), Some(cert)) = (c.tls.as_mut(), &gw.backend_client_cert) {
-                tls.client_certificate = Some(cert.clone());
+            if let (true, Some(cert)) = (c.tls.is_some(), &gw.backend_client_cert) {
+                if let Some(tls) = std::sync::Arc::make_mut(&mut c).tls.as_mut() {
+                    tls.client_certificate = Some(cert.clone());
+                }
                 used_secrets.insert(cert.clone());
             }
-            fleet.clusters.insert(name, c);
+            used.push((name.clone(), c));
         }
     }
+    // In name order: a bulk build.
+    fleet.clusters = used.into_iter().collect();
     for name in used_secrets {
         if let Some(s) = gw.secrets.get(&name) {
             fleet.secrets.insert(name, s.clone());
@@ -224,227 +252,6 @@ fn tls_chains(
                     l.tls_params.clone()
                 },
             });
-        }
-    }
-}
-
-fn collect_clusters(action: &Action, mirrors: &[ir::Mirror], out: &mut BTreeSet<String>) {
-    if let Action::Forward(f) = action {
-        out.extend(f.backends.iter().filter_map(|b| b.cluster.clone()));
-    }
-    out.extend(mirrors.iter().map(|m| m.cluster.clone()));
-}
-
-fn virtual_host(
-    l: &ListenerModel,
-    routes: &[CompiledRoute],
-    placed: &[(usize, Vec<String>)],
-) -> VirtualHost {
-    let domain = l
-        .spec
-        .hostname
-        .clone()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "*".into());
-    // Sort keys and routes are kept apart: sorting moves only (key, index) pairs, never the
-    // (large) routes, and the per-route parts of the key are computed once per route.
-    let full_names: Vec<String> = placed
-        .iter()
-        .map(|(ri, _)| {
-            let key = &routes[*ri].head.key;
-            format!("{}/{}", key.namespace, key.name)
-        })
-        .collect();
-    let capacity = placed
-        .iter()
-        .map(|(ri, h)| {
-            h.len().max(1)
-                * routes[*ri]
-                    .rules
-                    .iter()
-                    .map(|r| r.matches.len())
-                    .sum::<usize>()
-        })
-        .sum();
-    let mut keys = Vec::with_capacity(capacity);
-    let mut built = Vec::with_capacity(capacity);
-    for ((ri, hostnames), full_name) in placed.iter().zip(&full_names) {
-        let route = &routes[*ri];
-        let key = &route.head.key;
-        let kind = key.kind.to_ascii_lowercase();
-        let hosts: Vec<Option<&String>> = if hostnames.is_empty() {
-            vec![None]
-        } else {
-            hostnames.iter().map(Some).collect()
-        };
-        for host in hosts {
-            let rank = host_rank(host.map(String::as_str).or(l.spec.hostname.as_deref()));
-            for (rule_index, rule) in route.rules.iter().enumerate() {
-                for (mi, m) in rule.matches.iter().enumerate() {
-                    let mut name = format!(
-                        "{kind}/{}/{}/{}/match/{mi}",
-                        key.namespace, key.name, rule.label
-                    );
-                    if let Some(h) = host {
-                        name.push_str("/host/");
-                        name.push_str(h);
-                    }
-                    let path_rank = match &m.path {
-                        PathMatch::Exact(p) => (0u8, Reverse(p.len())),
-                        PathMatch::Regex(p) => (1, Reverse(p.len())),
-                        PathMatch::Prefix(p) => (2, Reverse(p.len())),
-                    };
-                    keys.push((
-                        (
-                            rank,
-                            path_rank,
-                            m.method.is_none(),
-                            Reverse(m.headers.len()),
-                            Reverse(m.query.len()),
-                            route.head.created.is_empty(),
-                        ),
-                        SortStr::new(&route.head.created),
-                        SortStr::new(full_name),
-                        rule_index,
-                        mi,
-                        built.len(),
-                    ));
-                    let mut action = rule.action.action.clone();
-                    fix_prefix_rewrite(&mut action, &m.path);
-                    fix_redirect_port(&mut action, l);
-                    built.push(Some(ir::Route {
-                        name,
-                        origin: key.clone(),
-                        authority: host.cloned(),
-                        matcher: m.clone(),
-                        action,
-                        request_headers: rule.action.request_headers.clone(),
-                        response_headers: rule.action.response_headers.clone(),
-                        mirrors: rule.action.mirrors.clone(),
-                        cors: rule.action.cors.clone(),
-                        timeout_ms: rule.action.timeout_ms,
-                        retry: rule.action.retry.clone(),
-                    }));
-                }
-            }
-        }
-    }
-    keys.sort();
-    VirtualHost {
-        name: listener_id(l),
-        domains: vec![domain],
-        routes: keys.iter().filter_map(|k| built[k.5].take()).collect(),
-    }
-}
-
-/// A string sort key that orders like the string but compares its first 16 bytes as a number
-/// first: most comparisons in a large sort then never visit the (scattered) string data.
-#[derive(PartialEq, Eq)]
-struct SortStr<'a> {
-    prefix: u128,
-    s: &'a str,
-}
-
-impl<'a> SortStr<'a> {
-    fn new(s: &'a str) -> Self {
-        let mut buf = [0u8; 16];
-        let n = s.len().min(16);
-        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
-        SortStr {
-            prefix: u128::from_be_bytes(buf),
-            s,
-        }
-    }
-}
-
-impl Ord for SortStr<'_> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.prefix.cmp(&other.prefix).then_with(|| {
-            if self.s.len() <= 16 && other.s.len() <= 16 {
-                // Equal zero-padded prefixes of short strings: the shorter is a prefix of
-                // the longer.
-                self.s.len().cmp(&other.s.len())
-            } else {
-                self.s.cmp(other.s)
-            }
-        })
-    }
-}
-
-impl PartialOrd for SortStr<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// ReplacePrefixMatch replaces the prefix this match matched.
-fn fix_prefix_rewrite(action: &mut Action, path: &PathMatch) {
-    let matched = match path {
-        PathMatch::Prefix(p) => p.clone(),
-        _ => "/".into(),
-    };
-    let target = match action {
-        Action::Forward(f) => f.rewrite.as_mut().and_then(|r| r.path.as_mut()),
-        Action::Redirect(r) => r.path.as_mut(),
-        Action::Direct { .. } => None,
-    };
-    if let Some(PathRewrite::Prefix { matched: m, .. }) = target {
-        *m = matched;
-    }
-}
-
-/// Gateway API redirect ports: an explicit port, else the new scheme's well-known port, else
-/// the listener's port; left out of Location when it is the scheme's well-known port.
-fn fix_redirect_port(action: &mut Action, l: &ListenerModel) {
-    let Action::Redirect(r) = action else { return };
-    let listener_scheme = if l.protocol == Some(PortProtocol::Http) {
-        "http"
-    } else {
-        "https"
-    };
-    let scheme = r
-        .scheme
-        .clone()
-        .unwrap_or_else(|| listener_scheme.to_string());
-    let well_known = |s: &str| if s == "https" { 443 } else { 80 };
-    let port = match (r.port, &r.scheme) {
-        (Some(p), _) => p,
-        (None, Some(s)) => well_known(s),
-        (None, None) => u32::from(l.port),
-    };
-    r.port = (port != well_known(&scheme)).then_some(port);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SortStr;
-
-    #[test]
-    fn sort_str_orders_like_str() {
-        let words = [
-            "",
-            "a",
-            "a\0",
-            "ab",
-            "bench/r-1",
-            "bench/r-10",
-            "bench/r-2",
-            "0123456789abcdef",
-            "0123456789abcdef\0",
-            "0123456789abcdefa",
-            "0123456789abcdefb",
-            "0123456789abcdeg",
-            "2024-01-01T00:00:00Z",
-            "2024-01-01T00:00:01Z",
-        ];
-        for a in words {
-            for b in words {
-                assert_eq!(
-                    SortStr::new(a).cmp(&SortStr::new(b)),
-                    a.cmp(b),
-                    "{a:?} {b:?}"
-                );
-            }
         }
     }
 }

@@ -1,12 +1,10 @@
 //! HTTPRoute and GRPCRoute -> compiled routes (matches + actions), independent of listeners.
 
-use std::collections::BTreeMap;
-
 use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 
 use crate::input::ObjectKey;
-use crate::ir::{Cluster, PathMatch, RouteMatch, ValueMatch};
+use crate::ir::{PathMatch, RouteMatch, ValueMatch};
 use crate::resolve::attach::RouteHead;
 use crate::resolve::backends::Traffic;
 use crate::resolve::context::Ctx;
@@ -69,7 +67,7 @@ fn rule_label(index: usize, name: &Option<String>) -> String {
 pub fn compile_http(
     ctx: &Ctx,
     route: &HttpRoute,
-    clusters: &mut BTreeMap<String, Cluster>,
+    clusters: &mut crate::resolve::backends::ClusterMap,
 ) -> CompiledRoute {
     let mut spec: HttpRouteSpec = convert(&route.spec);
     let mut out = CompiledRoute::new(head(
@@ -183,7 +181,7 @@ fn normalize_prefix(value: &str) -> String {
 pub fn compile_grpc(
     ctx: &Ctx,
     route: &GrpcRoute,
-    clusters: &mut BTreeMap<String, Cluster>,
+    clusters: &mut crate::resolve::backends::ClusterMap,
 ) -> CompiledRoute {
     let mut spec: GrpcRouteSpec = convert(&route.spec);
     let mut out = CompiledRoute::new(head(

@@ -11,11 +11,14 @@ pub mod gateway_status;
 pub mod gateway_tls;
 pub mod http;
 pub mod listener;
+pub mod memo;
 pub mod model;
+pub mod routes;
 pub mod rules;
 pub mod streams;
 pub mod tls_options;
 pub mod validate;
+pub mod vhost;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,16 +30,34 @@ use crate::problem::{Problem, ProblemKind, Severity};
 use crate::status::{Condition, ObjectStatus, conditions_json};
 use crate::{CONTROLLER_NAME, Feedback, Options};
 use attach::{ParentOutcome, RouteHead};
-use backends::RefError;
+use backends::{ClusterMap, RefError};
 use context::Ctx;
+use memo::{Attached, Compiled, Memo, RouteMemo};
+use routes::{compile_routes, finish_clusters};
+use std::sync::Arc;
 
 pub struct StageOne {
     pub ir: Ir,
-    pub statuses: Vec<ObjectStatus>,
+    /// Sorted; shared with `Translator`'s memo, which hands the same list out again while
+    /// no status changed.
+    pub statuses: Arc<Vec<ObjectStatus>>,
     pub problems: Vec<Problem>,
 }
 
 pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> StageOne {
+    run_with(resources, options, feedback, None)
+}
+
+/// `run`, reusing (and refilling) `memo` when given: see `memo` for what is reused when.
+pub fn run_with(
+    resources: &Resources,
+    options: &Options,
+    feedback: &Feedback,
+    mut memo: Option<&mut Memo>,
+) -> StageOne {
+    let gens = memo
+        .as_deref_mut()
+        .map(|m| m.begin(resources, options, feedback));
     let mut ctx = Ctx::new(resources);
     ctx.tls_policies = backend_tls::build(&ctx);
     let (classes, mut statuses) = gateway::classes(&ctx);
@@ -56,27 +77,72 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
         .collect();
     let (mut gateways, sets) = gateway::build(&mut ctx, &classes, options, &rejected);
 
-    let mut clusters = BTreeMap::new();
-    let mut compiled = Vec::new();
-    for r in &resources.http_routes {
-        compiled.push(http::compile_http(&ctx, r, &mut clusters));
+    let mut routes = compile_routes(&ctx, resources, memo.as_deref_mut(), gens);
+    if let Some(m) = memo.as_deref_mut() {
+        m.reuse.routes_reused = routes.iter().filter(|w| w.reused).count();
+        m.reuse.routes_compiled = routes.len() - m.reuse.routes_reused;
     }
-    for r in &resources.grpc_routes {
-        compiled.push(http::compile_grpc(&ctx, r, &mut clusters));
+    // First compiled route wins a cluster name (a name fixes the content anyway).
+    let mut clusters: ClusterMap = BTreeMap::new();
+    for w in &routes {
+        for (name, entry) in &w.compiled.clusters {
+            clusters
+                .entry(name.clone())
+                .or_insert_with(|| entry.clone());
+        }
     }
-    compiled.sort_by(|a, b| a.head.key.cmp(&b.head.key));
+    routes.sort_by(|a, b| a.compiled.route.head.key.cmp(&b.compiled.route.head.key));
+    let compiled: Vec<Arc<Compiled>> = routes.iter().map(|w| w.compiled.clone()).collect();
     let mut placements = build::Placements::new();
     let mut policy_uses: BTreeSet<(usize, usize)> = BTreeSet::new();
-    for (ri, route) in compiled.iter().enumerate() {
-        let outcomes = attach::attach(&ctx, &mut gateways, &sets, &route.head, true);
-        if outcomes.is_empty() {
+    let mut attached_all = Vec::with_capacity(routes.len());
+    let mut attachments_reused = 0;
+    // In key order, which is their order in the sorted status list.
+    let mut route_statuses: Vec<Arc<Attached>> = Vec::new();
+    for (ri, w) in routes.iter().enumerate() {
+        let route = &w.compiled.route;
+        let previous = match (&memo, gens) {
+            (Some(m), Some(g)) if w.reused => m
+                .routes
+                .get(&w.hash)
+                .filter(|e| e.attach == g.attach)
+                .and_then(|e| e.attached.clone()),
+            _ => None,
+        };
+        let attached = match previous {
+            Some(a) => {
+                // Attachment counts what it attached to: replay that.
+                for a in a.outcomes.iter().flat_map(|o| o.result.iter().flatten()) {
+                    gateways[a.gateway].listeners[a.listener].attached_routes += 1;
+                }
+                attachments_reused += 1;
+                a
+            }
+            None => {
+                let outcomes = attach::attach(&ctx, &mut gateways, &sets, &route.head, true);
+                let status = (!outcomes.is_empty()).then(|| {
+                    route_status(
+                        &route.head,
+                        &outcomes,
+                        &gateways,
+                        route.invalid.as_ref(),
+                        route.partially_invalid.as_ref(),
+                        route.unresolved.as_ref(),
+                    )
+                });
+                Arc::new(Attached { outcomes, status })
+            }
+        };
+        attached_all.push(attached.clone());
+        let outcomes = &attached.outcomes;
+        if attached.status.is_none() {
             continue;
         }
         for o in outcomes.iter().filter(|o| o.result.is_ok()) {
             policy_uses.extend(route.policies.iter().map(|p| (*p, o.gateway)));
         }
         if route.invalid.is_none() {
-            for o in &outcomes {
+            for o in outcomes {
                 for a in o.result.iter().flatten() {
                     placements
                         .entry((a.gateway, a.listener))
@@ -85,7 +151,7 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
                 }
             }
         }
-        report_route(&mut ctx, &route.head, &outcomes, &route.notes);
+        report_route(&mut ctx, &route.head, outcomes, &route.notes);
         if let Some((reason, msg)) = &route.invalid {
             ctx.report(
                 &route.head.key,
@@ -95,16 +161,41 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
                 format!("{reason}: {msg}"),
             );
         }
-        statuses.push(route_status(
-            &route.head,
-            &outcomes,
-            &gateways,
-            route.invalid.as_ref(),
-            route.partially_invalid.as_ref(),
-            route.unresolved.as_ref(),
-        ));
+        route_statuses.push(attached.clone());
+    }
+    if let (Some(m), Some(g)) = (memo.as_deref_mut(), gens) {
+        m.reuse.attachments_reused = attachments_reused;
+        // Updated in place: most entries only get their attachment and stamp refreshed.
+        let stamp = m.next_stamp();
+        for (w, a) in routes.iter().zip(&attached_all) {
+            let Some(revision) = w.revision else {
+                continue;
+            };
+            match m.routes.get_mut(&w.hash) {
+                // Reused: the entry has this key, revision and compile generation.
+                Some(e) if w.reused => {
+                    e.attach = g.attach;
+                    e.attached = Some(a.clone());
+                    e.stamp = stamp;
+                }
+                _ => {
+                    let entry = RouteMemo {
+                        key: w.compiled.route.head.key.clone(),
+                        revision,
+                        compile: g.compile,
+                        compiled: w.compiled.clone(),
+                        attach: g.attach,
+                        attached: Some(a.clone()),
+                        stamp,
+                    };
+                    m.routes.insert(w.hash, entry);
+                }
+            }
+        }
+        m.routes.retain(|_, e| e.stamp == stamp);
     }
     let stream = streams::run(&mut ctx, &mut gateways, &sets, &mut clusters);
+    let clusters = finish_clusters(&ctx, &clusters, memo.as_deref_mut(), gens);
     policy_uses.extend(stream.policy_uses.iter().copied());
     statuses.extend(policy_statuses(&ctx, &gateways, &policy_uses));
     for (head, outcomes, invalid, unresolved, notes) in &stream.statuses {
@@ -130,6 +221,7 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
                 &placements,
                 &stream.placements,
                 &clusters,
+                memo.as_deref_mut().map(|m| &mut m.vhosts),
             ),
         );
         statuses.push(gateway_status::gateway_status(gw));
@@ -167,8 +259,32 @@ pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> Sta
             );
         }
     }
-    statuses
-        .sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+    let order = |a: &ObjectStatus, b: &ObjectStatus| {
+        (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name))
+    };
+    statuses.sort_by(order);
+    // Merge the (sorted) route statuses in; they never share a kind with the others.
+    let mut merged: Vec<(&ObjectStatus, Option<&Arc<Attached>>)> =
+        Vec::with_capacity(statuses.len() + route_statuses.len());
+    let mut shared = route_statuses
+        .iter()
+        .filter_map(|a| Some((a.status.as_ref()?, a)))
+        .peekable();
+    for own in &statuses {
+        while let Some((s, a)) = shared.next_if(|(s, _)| order(s, own).is_lt()) {
+            merged.push((s, Some(a)));
+        }
+        merged.push((own, None));
+    }
+    merged.extend(shared.map(|(s, a)| (s, Some(a))));
+    let statuses = match memo.as_deref_mut() {
+        Some(m) => m.statuses(&merged),
+        None => Arc::new(merged.iter().map(|(s, _)| (*s).clone()).collect()),
+    };
+    if let Some(m) = memo {
+        m.reuse.route_entries_reused = std::mem::take(&mut m.vhosts.reused);
+        m.vhosts.end();
+    }
     let mut problems = ctx.problems;
     problems.sort();
     problems.dedup();

@@ -1,11 +1,9 @@
 //! Pieces shared by HTTPRoute and GRPCRoute rules: filters, weighted backends, the compiled
 //! route shape that virtual hosts are built from.
 
-use std::collections::BTreeMap;
-
 use crate::ir::{
-    Action, Cluster, Cors, Forward, HeaderMods, Mirror, PathRewrite, Redirect, Retry, Rewrite,
-    RouteMatch, WeightedCluster,
+    Action, Cors, Forward, HeaderMods, Mirror, PathRewrite, Redirect, Retry, Rewrite, RouteMatch,
+    WeightedCluster,
 };
 use crate::resolve::attach::RouteHead;
 use crate::resolve::backends::{self, RefError, Traffic};
@@ -96,7 +94,7 @@ pub fn build_action(
     filters: &[Filter],
     backend_refs: &[BackendRef],
     traffic: Traffic,
-    clusters: &mut BTreeMap<String, Cluster>,
+    clusters: &mut crate::resolve::backends::ClusterMap,
 ) -> RuleAction {
     let mut out = RuleAction {
         action: Action::Direct {
@@ -315,7 +313,7 @@ fn resolve_mirror(
     ffield: &str,
     m: &crate::resolve::model::RequestMirror,
     traffic: Traffic,
-    clusters: &mut BTreeMap<String, Cluster>,
+    clusters: &mut crate::resolve::backends::ClusterMap,
 ) -> Option<Mirror> {
     let from = (
         route.head.key.kind.clone(),

@@ -1,9 +1,7 @@
 //! TCPRoute, UDPRoute and TLSRoute: attachment and weighted backends.
 
-use std::collections::BTreeMap;
-
 use crate::input::ObjectKey;
-use crate::ir::{Cluster, HeaderMods, WeightedCluster};
+use crate::ir::{HeaderMods, WeightedCluster};
 use crate::resolve::attach::{self, ParentOutcome, RouteHead};
 use crate::resolve::backends::{self, RefError, Traffic};
 use crate::resolve::build::{StreamPlacement, StreamPlacements};
@@ -62,7 +60,7 @@ pub fn run(
     ctx: &mut Ctx,
     gateways: &mut [GatewayModel],
     sets: &[ListenerSetModel],
-    clusters: &mut BTreeMap<String, Cluster>,
+    clusters: &mut crate::resolve::backends::ClusterMap,
 ) -> StreamResult {
     let res = ctx.res;
     let mut inputs: Vec<Input> = Vec::new();

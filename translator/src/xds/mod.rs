@@ -13,6 +13,11 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::{Message, Name};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 use crate::ir;
 use crate::render;
@@ -63,8 +68,46 @@ pub fn socket(
     }
 }
 
+/// Stage-two work kept between `Translator` calls: each cluster's protos, by cluster name,
+/// valid while the IR cluster is the same (`Arc`) and the fleet's infrastructure metadata is;
+/// each route's proto, valid while the IR route is the same (`Arc`).
+#[derive(Default)]
+pub struct Memo {
+    clusters: HashMap<String, ClusterProtos>,
+    stamp: u64,
+    routes: route::RouteMemo,
+}
+
+struct ClusterProtos {
+    ir: Arc<ir::Cluster>,
+    infrastructure: ir::Infrastructure,
+    cluster: Arc<Cluster>,
+    endpoints: Option<Arc<ClusterLoadAssignment>>,
+    /// The call that last used the entry.
+    stamp: u64,
+}
+
+impl Memo {
+    /// Ends a call: what this call did not use is forgotten.
+    pub fn end(&mut self) {
+        let stamp = self.stamp;
+        self.clusters.retain(|_, c| c.stamp == stamp);
+        self.stamp += 1;
+        self.routes.end();
+    }
+}
+
 /// Builds one fleet's Envoy resources from its IR.
 pub fn fleet_config(fleet: &ir::Fleet, gateway: &ObjectKey) -> FleetConfig {
+    fleet_config_with(fleet, gateway, None)
+}
+
+/// `fleet_config`, reusing the protos of unchanged clusters from `memo`.
+pub fn fleet_config_with(
+    fleet: &ir::Fleet,
+    gateway: &ObjectKey,
+    mut memo: Option<&mut Memo>,
+) -> FleetConfig {
     // Envoy's Cluster is a large struct: growing these Vecs by doubling would copy them
     // over and over.
     let mut out = FleetConfig {
@@ -80,36 +123,90 @@ pub fn fleet_config(fleet: &ir::Fleet, gateway: &ObjectKey) -> FleetConfig {
         if l.filter_chains.is_empty() && port.protocol != ir::PortProtocol::Udp {
             continue;
         }
-        out.listeners.push(l);
+        out.listeners.push(Arc::new(l));
         let mut origins = port.origins.clone();
         origins.sort();
-        out.origins.insert(
-            (render::LISTENER.into(), port.name.clone()),
-            origins.clone(),
-        );
+        let mut named = vec![(render::LISTENER, port.name.clone())];
         if !port.virtual_hosts.is_empty() {
-            for rc in route::route_configurations(port) {
-                out.origins
-                    .insert((render::ROUTE.into(), rc.name.clone()), origins.clone());
-                out.routes.push(rc);
+            let routes = memo.as_deref_mut().map(|m| &mut m.routes);
+            for rc in route::route_configurations(port, routes) {
+                named.push((render::ROUTE, rc.name.clone()));
+                out.routes.push(Arc::new(rc));
             }
         }
-    }
-    for c in fleet.clusters.values() {
-        let mut cluster = cluster::cluster(c);
-        cluster.metadata = metadata::infrastructure(&fleet.infrastructure);
-        out.clusters.push(cluster);
-        out.origins
-            .insert((render::CLUSTER.into(), c.name.clone()), c.origins.clone());
-        if let ir::Discovery::Eds(endpoints) = &c.discovery {
-            out.endpoints
-                .push(endpoint::load_assignment(&c.name, endpoints));
+        // The list can be long (every route of the port): the last user takes it.
+        let last = named.pop();
+        for (type_url, name) in named {
             out.origins
-                .insert((render::ENDPOINT.into(), c.name.clone()), c.origins.clone());
+                .insert((type_url.to_string(), name), origins.clone());
+        }
+        if let Some((type_url, name)) = last {
+            out.origins.insert((type_url.to_string(), name), origins);
         }
     }
+    // In name order, as the clusters are: each list is sorted.
+    let mut cluster_origins = Vec::with_capacity(fleet.clusters.len());
+    let mut endpoint_origins = Vec::with_capacity(fleet.clusters.len());
+    for c in fleet.clusters.values() {
+        let build = || {
+            let mut cluster = cluster::cluster(c);
+            cluster.metadata = metadata::infrastructure(&fleet.infrastructure);
+            let endpoints = match &c.discovery {
+                ir::Discovery::Eds(endpoints) => {
+                    Some(Arc::new(endpoint::load_assignment(&c.name, endpoints)))
+                }
+                ir::Discovery::Dns(_) => None,
+            };
+            (Arc::new(cluster), endpoints)
+        };
+        let (cluster, endpoints) = match memo.as_deref_mut() {
+            None => build(),
+            Some(m) => {
+                let stamp = m.stamp;
+                match m.clusters.get_mut(&c.name) {
+                    Some(p)
+                        if Arc::ptr_eq(&p.ir, c) && p.infrastructure == fleet.infrastructure =>
+                    {
+                        p.stamp = stamp;
+                        (p.cluster.clone(), p.endpoints.clone())
+                    }
+                    found => {
+                        let (cluster, endpoints) = build();
+                        let p = ClusterProtos {
+                            ir: c.clone(),
+                            infrastructure: fleet.infrastructure.clone(),
+                            cluster: cluster.clone(),
+                            endpoints: endpoints.clone(),
+                            stamp,
+                        };
+                        match found {
+                            Some(old) => *old = p,
+                            None => {
+                                m.clusters.insert(c.name.clone(), p);
+                            }
+                        }
+                        (cluster, endpoints)
+                    }
+                }
+            }
+        };
+        out.clusters.push(cluster);
+        // Collected, then built in bulk below: cheaper than thousands of inserts.
+        cluster_origins.push(((render::CLUSTER.into(), c.name.clone()), c.origins.clone()));
+        if let Some(e) = endpoints {
+            out.endpoints.push(e);
+            endpoint_origins.push(((render::ENDPOINT.into(), c.name.clone()), c.origins.clone()));
+        }
+    }
+    // Type URLs differ, so no key is in both.
+    let few = std::mem::take(&mut out.origins);
+    out.origins = cluster_origins
+        .into_iter()
+        .chain(endpoint_origins)
+        .collect();
+    out.origins.extend(few);
     for s in fleet.secrets.values() {
-        out.secrets.push(secret::secret(s));
+        out.secrets.push(Arc::new(secret::secret(s)));
         let (ns, name) = s.name.split_once('/').unwrap_or(("", &s.name));
         out.origins.insert(
             (render::SECRET.into(), s.name.clone()),

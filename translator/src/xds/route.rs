@@ -1,6 +1,7 @@
 //! RDS: one route configuration per port; one virtual host per Gateway listener hostname.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
@@ -45,11 +46,17 @@ pub fn chain_route_name(port: &Port, chain: &TlsChain) -> String {
 /// holding that listener's routes and answering 421 for hosts that belong to another listener
 /// of the port (or, for a listener with a hostname, to any other host): a connection whose SNI
 /// chose one listener must not be used for another's hostname.
-pub fn route_configurations(port: &Port) -> Vec<RouteConfiguration> {
+pub fn route_configurations(
+    port: &Port,
+    mut memo: Option<&mut RouteMemo>,
+) -> Vec<RouteConfiguration> {
     if port.protocol == PortProtocol::Http {
         return vec![config(
             port.name.clone(),
-            port.virtual_hosts.iter().map(virtual_host).collect(),
+            port.virtual_hosts
+                .iter()
+                .map(|vh| virtual_host(vh, memo.as_deref_mut()))
+                .collect(),
         )];
     }
     port.tls_chains
@@ -58,7 +65,7 @@ pub fn route_configurations(port: &Port) -> Vec<RouteConfiguration> {
         .map(|chain| {
             let mut vhosts = Vec::new();
             if let Some(own) = port.virtual_hosts.iter().find(|v| v.name == chain.listener) {
-                vhosts.push(virtual_host(own));
+                vhosts.push(virtual_host(own, memo.as_deref_mut()));
             }
             for other in port
                 .virtual_hosts
@@ -101,11 +108,43 @@ fn misdirected(domain: &str) -> VirtualHost {
     }
 }
 
-fn virtual_host(vh: &ir::VirtualHost) -> VirtualHost {
+/// Route protos kept between `Translator` calls, by IR route (the same `Arc`, which the
+/// memo holds, so its address is not reused while the entry lives).
+#[derive(Default)]
+pub struct RouteMemo {
+    prev: HashMap<usize, (Arc<ir::Route>, Arc<Route>)>,
+    next: HashMap<usize, (Arc<ir::Route>, Arc<Route>)>,
+}
+
+impl RouteMemo {
+    /// Ends a call: protos this call did not use are forgotten.
+    pub fn end(&mut self) {
+        self.prev = std::mem::take(&mut self.next);
+    }
+}
+
+fn virtual_host(vh: &ir::VirtualHost, mut memo: Option<&mut RouteMemo>) -> VirtualHost {
+    let routes = vh
+        .routes
+        .iter()
+        .map(|r| {
+            let Some(m) = memo.as_deref_mut() else {
+                return route(r);
+            };
+            let key = Arc::as_ptr(r) as usize;
+            let (ir_route, proto) = match m.prev.remove(&key).or_else(|| m.next.remove(&key)) {
+                Some(hit) => hit,
+                None => (r.clone(), Arc::new(route(r))),
+            };
+            let out = Route::clone(&proto);
+            m.next.insert(key, (ir_route, proto));
+            out
+        })
+        .collect();
     VirtualHost {
         name: vh.name.clone(),
         domains: vh.domains.clone(),
-        routes: vh.routes.iter().map(route).collect(),
+        routes,
         ..Default::default()
     }
 }

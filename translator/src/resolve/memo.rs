@@ -1,0 +1,335 @@
+//! What `Translator` keeps between calls: per-route stage-one work, keyed by the route's
+//! revision and by "generations" of the object kinds that work reads.
+//!
+//! Dependency rule (coarse on purpose, so that it is obviously correct):
+//! - a compiled route (matches, actions, cluster recipes, notes) is reused while the route's
+//!   revision is the same and none of Service, Backend, ReferenceGrant, BackendTLSPolicy,
+//!   ConfigMap changed (`compile` generation). EndpointSlices are not read by compilation.
+//! - its attachment (parentRef outcomes) and status are reused while the compiled route was
+//!   reused and none of GatewayClass, Gateway, ListenerSet, Namespace, Secret, ConfigMap,
+//!   ReferenceGrant, the options or the feedback changed (`attach` generation).
+//! - a cluster with endpoints is reused while its compiled form is the same and no
+//!   EndpointSlice changed (`slices` generation).
+//!
+//! A kind's generation is a hash of its objects' keys (in input order) and revisions. If any
+//! object of the kind has no revision (or the revisions name other objects), the generation
+//! is fresh on every call: nothing that depends on the kind is reused.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+use crate::input::{ObjectKey, Resources};
+use crate::resolve::attach::ParentOutcome;
+use crate::resolve::backends::ClusterEntry;
+use crate::resolve::rules::CompiledRoute;
+use crate::status::ObjectStatus;
+use crate::{Feedback, Options};
+
+/// A route compiled once: the route and the clusters its backendRefs produced.
+pub struct Compiled {
+    pub route: CompiledRoute,
+    pub clusters: Vec<(String, Arc<ClusterEntry>)>,
+}
+
+/// A compiled route attached to its parents, and the status that follows.
+pub struct Attached {
+    pub outcomes: Vec<ParentOutcome>,
+    /// None when no parentRef names a Portico parent (the route is not Portico's).
+    pub status: Option<ObjectStatus>,
+}
+
+pub struct RouteMemo {
+    pub key: ObjectKey,
+    pub revision: u64,
+    pub compile: u64,
+    pub compiled: Arc<Compiled>,
+    pub attach: u64,
+    pub attached: Option<Arc<Attached>>,
+    /// The call that last used the entry (entries a call did not use are dropped).
+    pub stamp: u64,
+}
+
+/// A finished cluster, valid while its compiled form is the same `Arc` and (for a cluster
+/// with EndpointSlices) the slices generation is the same.
+pub struct ClusterMemo {
+    pub entry: Arc<ClusterEntry>,
+    pub slices: u64,
+    pub finished: Arc<crate::ir::Cluster>,
+    pub stamp: u64,
+}
+
+/// For each entry of a status list, the memoised attachment it came from (if any).
+type StatusSources = Vec<Option<Arc<Attached>>>;
+
+/// The generations this call computed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Generations {
+    pub compile: u64,
+    pub attach: u64,
+    pub slices: u64,
+}
+
+/// How much of the last call was reused (for tests and benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reuse {
+    pub routes_compiled: usize,
+    pub routes_reused: usize,
+    pub attachments_reused: usize,
+    pub clusters_finished: usize,
+    pub clusters_reused: usize,
+    /// (listener, route) pairs whose virtual host entries were reused.
+    pub route_entries_reused: usize,
+}
+
+#[derive(Default)]
+pub struct Memo {
+    pub reuse: Reuse,
+    pub vhosts: crate::resolve::vhost::VhostMemo,
+    /// By key hash (`key_hash`); the entry's key is checked on every hit.
+    pub routes: HashMap<u64, RouteMemo>,
+    pub clusters: HashMap<String, ClusterMemo>,
+    stamp: u64,
+    /// Makes generations of kinds without usable revisions unique.
+    volatile: u64,
+    /// The last status list, and which memoised attachment each entry came from.
+    statuses: Option<(Arc<Vec<ObjectStatus>>, StatusSources)>,
+    /// Route revisions of this call, by key hash.
+    revisions: HashMap<u64, Option<u64>>,
+}
+
+/// Hash of (kind, namespace, name).
+pub fn key_hash(kind: &str, namespace: &str, name: &str) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(kind.as_bytes());
+    h.update(&[0]);
+    h.update(namespace.as_bytes());
+    h.update(&[0]);
+    h.update(name.as_bytes());
+    h.digest()
+}
+
+/// Namespace and name of an object as its `ObjectKey` spells them.
+pub fn meta_names(meta: &ObjectMeta, namespaced: bool) -> (&str, &str) {
+    let ns = if namespaced {
+        meta.namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+    } else {
+        ""
+    };
+    (ns, meta.name.as_deref().unwrap_or_default())
+}
+
+/// Spreads a key hash so that sums of many hashes identify the set.
+fn mix(h: u64) -> u64 {
+    xxh3_64(&h.to_le_bytes())
+}
+
+impl Memo {
+    /// A number no earlier call used, for the entries this call touches.
+    pub fn next_stamp(&mut self) -> u64 {
+        self.stamp += 1;
+        self.stamp
+    }
+
+    fn kind_generation<'a>(
+        &mut self,
+        res: &Resources,
+        kind: &str,
+        namespaced: bool,
+        metas: impl Iterator<Item = &'a ObjectMeta>,
+    ) -> u64 {
+        // Input side: order-sensitive hash of the keys, and an order-free fingerprint.
+        let mut order = Xxh3::new();
+        let (mut count, mut sum) = (0usize, 0u64);
+        for meta in metas {
+            let (ns, name) = meta_names(meta, namespaced);
+            let h = key_hash(kind, ns, name);
+            order.update(&h.to_le_bytes());
+            count += 1;
+            sum = sum.wrapping_add(mix(h));
+        }
+        // Revision side: the same fingerprint over the keys that have revisions.
+        let start = ObjectKey::new(kind, "", "");
+        let mut revs = Xxh3::new();
+        let (mut rcount, mut rsum) = (0usize, 0u64);
+        for (key, rev) in res.revisions.range(start..) {
+            if key.kind != kind {
+                break;
+            }
+            let h = key_hash(kind, &key.namespace, &key.name);
+            revs.update(&h.to_le_bytes());
+            revs.update(&rev.to_le_bytes());
+            rcount += 1;
+            rsum = rsum.wrapping_add(mix(h));
+        }
+        if count != rcount || sum != rsum {
+            self.volatile += 1;
+            return xxh3_64(format!("volatile {kind} {}", self.volatile).as_bytes());
+        }
+        order.update(&revs.digest().to_le_bytes());
+        order.digest()
+    }
+
+    /// Computes this call's generations and route revisions.
+    pub fn begin(
+        &mut self,
+        res: &Resources,
+        options: &Options,
+        feedback: &Feedback,
+    ) -> Generations {
+        let mut g = |kind: &str, namespaced: bool, metas: Vec<&ObjectMeta>| {
+            self.kind_generation(res, kind, namespaced, metas.into_iter())
+        };
+        let services = g(
+            "Service",
+            true,
+            res.services.iter().map(|o| &o.metadata).collect(),
+        );
+        let backends = g(
+            "Backend",
+            true,
+            res.backends.iter().map(|o| &o.metadata).collect(),
+        );
+        let grants = g(
+            "ReferenceGrant",
+            true,
+            res.reference_grants.iter().map(|o| &o.metadata).collect(),
+        );
+        let policies = g(
+            "BackendTLSPolicy",
+            true,
+            res.backend_tls_policies
+                .iter()
+                .map(|o| &o.metadata)
+                .collect(),
+        );
+        let config_maps = g(
+            "ConfigMap",
+            true,
+            res.config_maps.iter().map(|o| &o.metadata).collect(),
+        );
+        let classes = g(
+            "GatewayClass",
+            false,
+            res.gateway_classes.iter().map(|o| &o.metadata).collect(),
+        );
+        let gateways = g(
+            "Gateway",
+            true,
+            res.gateways.iter().map(|o| &o.metadata).collect(),
+        );
+        let sets = g(
+            "ListenerSet",
+            true,
+            res.listener_sets.iter().map(|o| &o.metadata).collect(),
+        );
+        let namespaces = g(
+            "Namespace",
+            false,
+            res.namespaces.iter().map(|o| &o.metadata).collect(),
+        );
+        let secrets = g(
+            "Secret",
+            true,
+            res.secrets.iter().map(|o| &o.metadata).collect(),
+        );
+        let slices = g(
+            "EndpointSlice",
+            true,
+            res.endpoint_slices.iter().map(|o| &o.metadata).collect(),
+        );
+        let combine = |parts: &[u64]| {
+            let mut h = Xxh3::new();
+            for p in parts {
+                h.update(&p.to_le_bytes());
+            }
+            h.digest()
+        };
+        // Options and feedback are small: their debug form is their identity.
+        let settings = xxh3_64(format!("{options:?} {feedback:?}").as_bytes());
+        self.reuse = Reuse::default();
+        self.revisions.clear();
+        for kind in ["HTTPRoute", "GRPCRoute"] {
+            let start = ObjectKey::new(kind, "", "");
+            for (key, rev) in res.revisions.range(start..) {
+                if key.kind != kind {
+                    break;
+                }
+                let h = key_hash(kind, &key.namespace, &key.name);
+                self.revisions.insert(h, Some(*rev));
+            }
+        }
+        Generations {
+            compile: combine(&[services, backends, grants, policies, config_maps]),
+            attach: combine(&[
+                classes,
+                gateways,
+                sets,
+                namespaces,
+                secrets,
+                config_maps,
+                grants,
+                settings,
+            ]),
+            slices,
+        }
+    }
+
+    /// The status list: the previous one again when every entry is the same (the same
+    /// memoised attachment, or an equal value); the previous one patched where only some
+    /// entries differ (in place when the caller no longer holds it); else a new one.
+    pub fn statuses(
+        &mut self,
+        merged: &[(&ObjectStatus, Option<&Arc<Attached>>)],
+    ) -> Arc<Vec<ObjectStatus>> {
+        let sources: StatusSources = merged.iter().map(|(_, a)| a.cloned()).collect();
+        if let Some((mut prev, prev_sources)) = self.statuses.take()
+            && prev.len() == merged.len()
+        {
+            let same = |i: usize| match (merged[i].1, &prev_sources[i]) {
+                (Some(a), Some(p)) if Arc::ptr_eq(a, p) => true,
+                _ => *merged[i].0 == prev[i],
+            };
+            let changed: Vec<usize> = (0..merged.len()).filter(|i| !same(*i)).collect();
+            if changed.len() <= merged.len() / 4 {
+                if !changed.is_empty() {
+                    let list = Arc::make_mut(&mut prev);
+                    for i in changed {
+                        list[i] = merged[i].0.clone();
+                    }
+                }
+                self.statuses = Some((prev.clone(), sources));
+                return prev;
+            }
+        }
+        let list = Arc::new(merged.iter().map(|(s, _)| (*s).clone()).collect::<Vec<_>>());
+        self.statuses = Some((list.clone(), sources));
+        list
+    }
+
+    /// Each route's revision (by key hash, in input order); None for a route without one
+    /// and for every route whose key appears twice.
+    pub fn route_revisions(&mut self, hashes: &[u64]) -> Vec<Option<u64>> {
+        let mut seen = HashSet::with_capacity(hashes.len());
+        let dupes: HashSet<u64> = hashes
+            .iter()
+            .filter(|h| !seen.insert(**h))
+            .copied()
+            .collect();
+        hashes
+            .iter()
+            .map(|h| {
+                if dupes.contains(h) {
+                    self.routes.remove(h);
+                    return None;
+                }
+                self.revisions.get(h).copied().flatten()
+            })
+            .collect()
+    }
+}
