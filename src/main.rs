@@ -1,6 +1,7 @@
 //! `portico`: an xDS control plane for stock Envoy, driven by Gateway API resources.
 
 mod admin;
+mod alloc;
 mod bootstrap;
 mod cli;
 mod commands;
@@ -11,9 +12,7 @@ mod source;
 
 use std::process::ExitCode;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
+    alloc::tune();
     cli::Cli::parse_and_run()
 }
