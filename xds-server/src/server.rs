@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::cache::Cache;
 use crate::csds::Csds;
@@ -42,14 +42,18 @@ impl Server {
             // Streams end on this; tonic then waits for their connections to finish.
             let _ = stop.send(true);
         };
+        // The builder's TCP options apply only to a listener tonic binds itself. Without
+        // TCP_NODELAY the tail of a push waits for the client's delayed ACK (~40 ms).
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
         tonic::transport::Server::builder()
             // Find Envoys that vanished without closing their connection, so their streams
             // (and statuses) go away.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(60)))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .serve_with_incoming_shutdown(incoming, signal)
             .await
             .map_err(Error::Transport)
     }
