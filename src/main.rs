@@ -13,6 +13,5 @@ mod source;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    alloc::tune();
     cli::Cli::parse_and_run()
 }
