@@ -197,7 +197,7 @@ struct Reconciler {
     feedback: Feedback,
     published: BTreeSet<String>,
     /// Per fleet, which input objects produced each (type URL, resource name).
-    origins: BTreeMap<String, BTreeMap<(String, String), Vec<ObjectKey>>>,
+    origins: BTreeMap<String, Arc<portico_translator::Origins>>,
     /// Fired once, when the first config is in the cache: xDS serving starts then.
     first_published: Option<tokio::sync::oneshot::Sender<()>>,
     /// Translation work kept between reloads.
@@ -407,7 +407,7 @@ impl Reconciler {
             return String::new();
         };
         let mut out = BTreeSet::new();
-        for ((t, name), keys) in origins {
+        for ((t, name), keys) in origins.iter() {
             if t != type_url || !(names.is_empty() || names.contains(name)) {
                 continue;
             }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 pub mod backend_kind;
@@ -23,6 +22,8 @@ pub use backend_kind::Backend;
 pub use input::{Document, Object, ObjectKey, Resources, SourceLocation, parse_file};
 pub use problem::{Problem, ProblemKind, Severity};
 pub use status::{ObjectStatus, status_documents};
+pub use xds::origins::Origins;
+pub use xds::route_config::RouteConfig;
 
 /// The controllerName of GatewayClasses Portico owns.
 pub const CONTROLLER_NAME: &str = "portico.dev/gateway-controller";
@@ -69,12 +70,15 @@ pub struct Translation {
 #[derive(Default, Clone, Debug, PartialEq)]
 pub struct FleetConfig {
     pub listeners: Vec<Arc<Listener>>,
-    pub routes: Vec<Arc<RouteConfiguration>>,
+    /// Route configurations as shared pieces: `RouteConfig::to_proto` gives the proto,
+    /// `RouteConfig::encode` its encoding.
+    pub routes: Vec<Arc<RouteConfig>>,
     pub clusters: Vec<Arc<Cluster>>,
     pub endpoints: Vec<Arc<ClusterLoadAssignment>>,
     pub secrets: Vec<Arc<Secret>>,
-    /// (type URL, resource name) -> the input objects that produced it.
-    pub origins: BTreeMap<(String, String), Vec<ObjectKey>>,
+    /// (type URL, resource name) -> the input objects that produced it. Shared:
+    /// `Translator` hands out the previous call's map again while it has not changed.
+    pub origins: Arc<Origins>,
 }
 
 /// Translates everything: status for every owned object, config for every fleet.

@@ -2,6 +2,7 @@
 //! `Any` packing the xDS server needs.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, LazyLock};
 
 use envoy_types::pb::google::protobuf::Any;
@@ -89,7 +90,7 @@ pub fn fleet_to_any(fleet: &FleetConfig) -> Vec<(String, String, Any)> {
         out.push((LISTENER.to_string(), l.name.clone(), pack(l.as_ref())));
     }
     for r in &fleet.routes {
-        out.push((ROUTE.to_string(), r.name.clone(), pack(r.as_ref())));
+        out.push((ROUTE.to_string(), r.name.clone(), r.pack()));
     }
     for c in &fleet.clusters {
         out.push((CLUSTER.to_string(), c.name.clone(), pack(c.as_ref())));
@@ -112,8 +113,34 @@ pub fn fleet_to_any(fleet: &FleetConfig) -> Vec<(String, String, Any)> {
 /// resource, so an address is never reused while its entry lives.
 #[derive(Default)]
 pub struct PackCache {
-    prev: HashMap<usize, Packed>,
-    next: HashMap<usize, Packed>,
+    prev: PtrMap<Packed>,
+    next: PtrMap<Packed>,
+}
+
+/// A map keyed by addresses (`Arc::as_ptr`): tens of thousands of lookups per call, where
+/// SipHash would cost more than the lookup.
+pub(crate) type PtrMap<V> = HashMap<usize, V, BuildHasherDefault<PtrHasher>>;
+
+#[derive(Default)]
+pub(crate) struct PtrHasher(u64);
+
+impl Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        // Fibonacci hashing: spreads the (aligned, clustered) addresses over the high bits,
+        // which the table's control bytes use, and the low bits.
+        let h = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
+    }
 }
 
 type Packed = (Arc<dyn std::any::Any + Send + Sync>, Any);
@@ -146,7 +173,11 @@ impl PackCache {
             out.push((LISTENER.to_string(), l.name.clone(), self.pack(l)));
         }
         for r in &fleet.routes {
-            out.push((ROUTE.to_string(), r.name.clone(), self.pack(r)));
+            out.push((
+                ROUTE.to_string(),
+                r.name.clone(),
+                self.pack_with(r, |r| r.pack()),
+            ));
         }
         for c in &fleet.clusters {
             out.push((CLUSTER.to_string(), c.name.clone(), self.pack(c)));
@@ -161,6 +192,10 @@ impl PackCache {
     }
 
     fn pack<T: Message + Name + Send + Sync + 'static>(&mut self, m: &Arc<T>) -> Any {
+        self.pack_with(m, |m| pack(m))
+    }
+
+    fn pack_with<T: Send + Sync + 'static>(&mut self, m: &Arc<T>, pack: impl Fn(&T) -> Any) -> Any {
         let key = Arc::as_ptr(m) as *const () as usize;
         let entry = match self.prev.remove(&key).or_else(|| self.next.remove(&key)) {
             Some(e) => e,
@@ -176,11 +211,14 @@ impl PackCache {
 }
 
 fn render_all<T: Message + Name>(items: &[std::sync::Arc<T>]) -> Value {
+    render_packed(items.iter().map(|m| pack(m.as_ref())))
+}
+
+fn render_packed(items: impl Iterator<Item = Any>) -> Value {
     Value::Array(
         items
-            .iter()
-            .map(|m| {
-                resource_json(&pack(m.as_ref()))
+            .map(|any| {
+                resource_json(&any)
                     .unwrap_or_else(|e| Value::String(format!("<unrenderable: {e}>")))
             })
             .collect(),
@@ -192,7 +230,7 @@ impl FleetConfig {
     pub fn to_json(&self) -> Value {
         serde_json::json!({
             "listeners": render_all(&self.listeners),
-            "routes": render_all(&self.routes),
+            "routes": render_packed(self.routes.iter().map(|r| r.pack())),
             "clusters": render_all(&self.clusters),
             "endpoints": render_all(&self.endpoints),
             "secrets": render_all(&self.secrets),

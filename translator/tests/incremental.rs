@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use prost::Message;
+
 use portico_translator::render::{PackCache, fleet_to_any};
 use portico_translator::{
     Feedback, Options, Rejection, Resources, Translation, Translator, translate,
@@ -53,6 +55,17 @@ fn check(t: &mut State, res: &Resources, options: &Options, feedback: &Feedback,
         .map(|(k, f)| (k.clone(), fleet_to_any(f)))
         .collect();
     assert!(packed == fresh, "{step}: cached encodings differ");
+    // Route configurations are assembled from cached pieces: the bytes are prost's.
+    for (fleet, config) in incremental.fleets.iter().chain(&scratch.fleets) {
+        for rc in &config.routes {
+            let proto = rc.to_proto();
+            assert!(
+                rc.encode() == proto.encode_to_vec(),
+                "{step}: {fleet} {}: assembled encoding differs from prost's",
+                rc.name
+            );
+        }
+    }
     assert_eq!(incremental.statuses, scratch.statuses, "{step}: statuses");
     assert_eq!(incremental.problems, scratch.problems, "{step}: problems");
     let (a, b) = (rendered(&incremental), rendered(&scratch));

@@ -96,11 +96,13 @@ pub fn fleet(
         };
         let mut origins = BTreeSet::new();
         origins.insert(gw.key.clone());
+        // Per listener, the routes with entries, in key order (as `routes` is sorted).
+        let mut route_origins: Vec<Vec<usize>> = Vec::new();
         for &li in &members {
             let l = &gw.listeners[li];
             let lp = l.protocol.unwrap_or(PortProtocol::Http);
             if matches!(lp, PortProtocol::Http | PortProtocol::Https) {
-                let vh = virtual_host(
+                let (vh, used) = virtual_host(
                     l,
                     routes,
                     placements
@@ -111,6 +113,7 @@ pub fn fleet(
                 );
                 // Its routes' origins and clusters are collected below, by reference.
                 p.virtual_hosts.push(vh);
+                route_origins.push(used);
             }
             let placed = streams.get(&(gw_index, li)).cloned().unwrap_or_default();
             for s in &placed {
@@ -158,14 +161,15 @@ pub fn fleet(
                 .cmp(&(host_rank(b.hostname.as_deref()), &b.listener))
         });
         // Sorting references and cloning each once beats a set of clones (ports with
-        // thousands of routes).
-        let mut refs: Vec<&ObjectKey> = p
-            .virtual_hosts
+        // thousands of routes). Taken in key order (the routes an entry came from), the
+        // references are a few sorted runs, which the sort merges in linear time.
+        let mut refs: Vec<&ObjectKey> = route_origins
             .iter()
-            .flat_map(|v| v.routes.iter().map(|r| &r.origin))
+            .flatten()
+            .map(|&ri| &routes[ri].route.head.key)
             .chain(&origins)
             .collect();
-        refs.sort_unstable();
+        refs.sort();
         refs.dedup();
         p.origins = refs.into_iter().cloned().collect();
         fleet.ports.push(p);

@@ -30,7 +30,7 @@ use crate::problem::{Problem, ProblemKind, Severity};
 use crate::status::{Condition, ObjectStatus, conditions_json};
 use crate::{CONTROLLER_NAME, Feedback, Options};
 use attach::{ParentOutcome, RouteHead};
-use backends::{ClusterMap, RefError};
+use backends::{ClusterEntry, ClusterMap, RefError};
 use context::Ctx;
 use memo::{Attached, Compiled, Memo, RouteMemo};
 use routes::{compile_routes, finish_clusters};
@@ -82,15 +82,17 @@ pub fn run_with(
         m.reuse.routes_reused = routes.iter().filter(|w| w.reused).count();
         m.reuse.routes_compiled = routes.len() - m.reuse.routes_reused;
     }
-    // First compiled route wins a cluster name (a name fixes the content anyway).
-    let mut clusters: ClusterMap = BTreeMap::new();
-    for w in &routes {
-        for (name, entry) in &w.compiled.clusters {
-            clusters
-                .entry(name.clone())
-                .or_insert_with(|| entry.clone());
-        }
-    }
+    // First compiled route wins a cluster name (a name fixes the content anyway). Sorted by
+    // reference (stable: the first stays first), then built in bulk: cheaper than thousands
+    // of inserts, each with its own key copy.
+    let mut named: Vec<&(String, Arc<ClusterEntry>)> =
+        routes.iter().flat_map(|w| &w.compiled.clusters).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.dedup_by(|later, first| later.0 == first.0);
+    let mut clusters: ClusterMap = named
+        .into_iter()
+        .map(|(name, entry)| (name.clone(), entry.clone()))
+        .collect();
     routes.sort_by(|a, b| a.compiled.route.head.key.cmp(&b.compiled.route.head.key));
     let compiled: Vec<Arc<Compiled>> = routes.iter().map(|w| w.compiled.clone()).collect();
     let mut placements = build::Placements::new();

@@ -75,12 +75,14 @@ fn memo_key(listener: &str, route: &CompiledRoute) -> u64 {
     h.digest()
 }
 
+/// The listener's virtual host, and the routes (indexes into `routes`, ascending as in
+/// `placed`) that have entries in it.
 pub fn virtual_host(
     l: &ListenerModel,
     routes: &[Arc<Compiled>],
     placed: &[(usize, Vec<String>)],
     mut memo: Option<&mut VhostMemo>,
-) -> VirtualHost {
+) -> (VirtualHost, Vec<usize>) {
     let domain = l
         .spec
         .hostname
@@ -148,14 +150,21 @@ pub fn virtual_host(
         }
     }
     keys.sort();
-    VirtualHost {
+    let vh = VirtualHost {
         name: sig.id,
         domains: vec![domain],
         routes: keys
             .iter()
             .map(|k| per_route[k.5.0].items[k.5.1].3.clone())
             .collect(),
-    }
+    };
+    let used = placed
+        .iter()
+        .zip(&per_route)
+        .filter(|(_, e)| !e.items.is_empty())
+        .map(|((ri, _), _)| *ri)
+        .collect();
+    (vh, used)
 }
 
 /// One route's entries on one listener: one per (hostname, rule, match).

@@ -4,7 +4,9 @@ mod cluster;
 mod endpoint;
 mod listener;
 mod metadata;
+pub mod origins;
 mod route;
+pub mod route_config;
 mod secret;
 
 use envoy_types::pb::envoy::config::core::v3::{
@@ -13,6 +15,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::{Message, Name};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -76,6 +79,7 @@ pub struct Memo {
     clusters: HashMap<String, ClusterProtos>,
     stamp: u64,
     routes: route::RouteMemo,
+    origins: origins::OriginsMemo,
 }
 
 struct ClusterProtos {
@@ -94,6 +98,7 @@ impl Memo {
         self.clusters.retain(|_, c| c.stamp == stamp);
         self.stamp += 1;
         self.routes.end();
+        self.origins.end();
     }
 }
 
@@ -115,6 +120,8 @@ pub fn fleet_config_with(
         endpoints: Vec::with_capacity(fleet.clusters.len()),
         ..Default::default()
     };
+    // Gathered by reference in insertion order (clusters, endpoints, ports, secrets).
+    let mut port_origins = Vec::new();
     for port in &fleet.ports {
         let mut l = listener::listener(port, &fleet.addresses);
         l.metadata = metadata::infrastructure(&fleet.infrastructure);
@@ -124,29 +131,24 @@ pub fn fleet_config_with(
             continue;
         }
         out.listeners.push(Arc::new(l));
-        let mut origins = port.origins.clone();
-        origins.sort();
-        let mut named = vec![(render::LISTENER, port.name.clone())];
+        // Stage one sorts them already; sorting a copy is the fallback.
+        let keys: Cow<'_, [ObjectKey]> = if port.origins.is_sorted() {
+            Cow::Borrowed(&port.origins)
+        } else {
+            let mut sorted = port.origins.clone();
+            sorted.sort();
+            Cow::Owned(sorted)
+        };
+        port_origins.push((render::LISTENER, port.name.clone(), keys.clone()));
         if !port.virtual_hosts.is_empty() {
             let routes = memo.as_deref_mut().map(|m| &mut m.routes);
             for rc in route::route_configurations(port, routes) {
-                named.push((render::ROUTE, rc.name.clone()));
+                port_origins.push((render::ROUTE, rc.name.clone(), keys.clone()));
                 out.routes.push(Arc::new(rc));
             }
         }
-        // The list can be long (every route of the port): the last user takes it.
-        let last = named.pop();
-        for (type_url, name) in named {
-            out.origins
-                .insert((type_url.to_string(), name), origins.clone());
-        }
-        if let Some((type_url, name)) = last {
-            out.origins.insert((type_url.to_string(), name), origins);
-        }
     }
-    // In name order, as the clusters are: each list is sorted.
-    let mut cluster_origins = Vec::with_capacity(fleet.clusters.len());
-    let mut endpoint_origins = Vec::with_capacity(fleet.clusters.len());
+    let mut with_endpoints = Vec::with_capacity(fleet.clusters.len());
     for c in fleet.clusters.values() {
         let build = || {
             let mut cluster = cluster::cluster(c);
@@ -191,27 +193,44 @@ pub fn fleet_config_with(
             }
         };
         out.clusters.push(cluster);
-        // Collected, then built in bulk below: cheaper than thousands of inserts.
-        cluster_origins.push(((render::CLUSTER.into(), c.name.clone()), c.origins.clone()));
         if let Some(e) = endpoints {
             out.endpoints.push(e);
-            endpoint_origins.push(((render::ENDPOINT.into(), c.name.clone()), c.origins.clone()));
+            with_endpoints.push(c);
         }
     }
-    // Type URLs differ, so no key is in both.
-    let few = std::mem::take(&mut out.origins);
-    out.origins = cluster_origins
-        .into_iter()
-        .chain(endpoint_origins)
+    let secret_origins: Vec<(&String, Vec<ObjectKey>)> = fleet
+        .secrets
+        .values()
+        .map(|s| {
+            out.secrets.push(Arc::new(secret::secret(s)));
+            let (ns, name) = s.name.split_once('/').unwrap_or(("", &s.name));
+            (
+                &s.name,
+                vec![ObjectKey::new("Secret", ns, name), gateway.clone()],
+            )
+        })
         .collect();
-    out.origins.extend(few);
-    for s in fleet.secrets.values() {
-        out.secrets.push(Arc::new(secret::secret(s)));
-        let (ns, name) = s.name.split_once('/').unwrap_or(("", &s.name));
-        out.origins.insert(
-            (render::SECRET.into(), s.name.clone()),
-            vec![ObjectKey::new("Secret", ns, name), gateway.clone()],
-        );
+    let mut entries = origins::Builder::with_capacity(
+        fleet.clusters.len() + with_endpoints.len() + port_origins.len() + secret_origins.len(),
+    );
+    for c in fleet.clusters.values() {
+        entries.push(render::CLUSTER, &c.name, Cow::Borrowed(&c.origins));
+    }
+    for c in with_endpoints {
+        entries.push(render::ENDPOINT, &c.name, Cow::Borrowed(&c.origins));
+    }
+    for (type_url, name, keys) in &port_origins {
+        entries.push(type_url, name, Cow::Borrowed(keys));
+    }
+    for (name, keys) in secret_origins {
+        entries.push(render::SECRET, name, Cow::Owned(keys));
+    }
+    match memo {
+        None => out.origins = entries.finish(None),
+        Some(m) => {
+            out.origins = entries.finish(m.origins.previous(gateway));
+            m.origins.keep(gateway, &out.origins);
+        }
     }
     out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
     out.routes.sort_by(|a, b| a.name.cmp(&b.name));

@@ -23,18 +23,22 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use crate::ir::{
     self, Action, HeaderMods, PathMatch, PathRewrite, Port, PortProtocol, TlsChain, ValueMatch,
 };
+use crate::render::PtrMap;
 use crate::resolve::http::regex_escape;
+use crate::xds::route_config::{RouteConfig, RouteProto, VirtualHostParts};
 use crate::xds::{INVALID_CLUSTER, any, duration_ms};
 
-fn config(name: String, virtual_hosts: Vec<VirtualHost>) -> RouteConfiguration {
-    RouteConfiguration {
-        name,
+fn config(name: String, virtual_hosts: Vec<VirtualHostParts>) -> RouteConfig {
+    RouteConfig::new(
+        RouteConfiguration {
+            name,
+            // Invalid backends' shares point at a cluster that does not exist, on purpose.
+            validate_clusters: Some(BoolValue { value: false }),
+            ignore_port_in_host_matching: true,
+            ..Default::default()
+        },
         virtual_hosts,
-        // Invalid backends' shares point at a cluster that does not exist, on purpose.
-        validate_clusters: Some(BoolValue { value: false }),
-        ignore_port_in_host_matching: true,
-        ..Default::default()
-    }
+    )
 }
 
 /// The route configuration an HTTPS filter chain uses.
@@ -46,10 +50,7 @@ pub fn chain_route_name(port: &Port, chain: &TlsChain) -> String {
 /// holding that listener's routes and answering 421 for hosts that belong to another listener
 /// of the port (or, for a listener with a hostname, to any other host): a connection whose SNI
 /// chose one listener must not be used for another's hostname.
-pub fn route_configurations(
-    port: &Port,
-    mut memo: Option<&mut RouteMemo>,
-) -> Vec<RouteConfiguration> {
+pub fn route_configurations(port: &Port, mut memo: Option<&mut RouteMemo>) -> Vec<RouteConfig> {
     if port.protocol == PortProtocol::Http {
         return vec![config(
             port.name.clone(),
@@ -88,32 +89,36 @@ pub fn route_configurations(
         .collect()
 }
 
-fn misdirected(domain: &str) -> VirtualHost {
-    VirtualHost {
-        name: format!("misdirected:{domain}"),
-        domains: vec![domain.to_string()],
-        routes: vec![Route {
-            name: "misdirected".into(),
-            r#match: Some(RouteMatch {
-                path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                ..Default::default()
-            }),
-            action: Some(route::Action::DirectResponse(DirectResponseAction {
-                status: 421,
-                ..Default::default()
-            })),
+fn misdirected(domain: &str) -> VirtualHostParts {
+    let route = Route {
+        name: "misdirected".into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
             ..Default::default()
-        }],
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 421,
+            ..Default::default()
+        })),
         ..Default::default()
+    };
+    VirtualHostParts {
+        head: VirtualHost {
+            name: format!("misdirected:{domain}"),
+            domains: vec![domain.to_string()],
+            ..Default::default()
+        },
+        routes: vec![Arc::new(RouteProto::new(route))],
     }
 }
 
 /// Route protos kept between `Translator` calls, by IR route (the same `Arc`, which the
-/// memo holds, so its address is not reused while the entry lives).
+/// memo holds, so its address is not reused while the entry lives). The proto keeps its
+/// encoding once made, so an unchanged route is never encoded again either.
 #[derive(Default)]
 pub struct RouteMemo {
-    prev: HashMap<usize, (Arc<ir::Route>, Arc<Route>)>,
-    next: HashMap<usize, (Arc<ir::Route>, Arc<Route>)>,
+    prev: PtrMap<(Arc<ir::Route>, Arc<RouteProto>)>,
+    next: PtrMap<(Arc<ir::Route>, Arc<RouteProto>)>,
 }
 
 impl RouteMemo {
@@ -123,29 +128,30 @@ impl RouteMemo {
     }
 }
 
-fn virtual_host(vh: &ir::VirtualHost, mut memo: Option<&mut RouteMemo>) -> VirtualHost {
+fn virtual_host(vh: &ir::VirtualHost, mut memo: Option<&mut RouteMemo>) -> VirtualHostParts {
     let routes = vh
         .routes
         .iter()
         .map(|r| {
             let Some(m) = memo.as_deref_mut() else {
-                return route(r);
+                return Arc::new(RouteProto::new(route(r)));
             };
             let key = Arc::as_ptr(r) as usize;
             let (ir_route, proto) = match m.prev.remove(&key).or_else(|| m.next.remove(&key)) {
                 Some(hit) => hit,
-                None => (r.clone(), Arc::new(route(r))),
+                None => (r.clone(), Arc::new(RouteProto::new(route(r)))),
             };
-            let out = Route::clone(&proto);
-            m.next.insert(key, (ir_route, proto));
-            out
+            m.next.insert(key, (ir_route, proto.clone()));
+            proto
         })
         .collect();
-    VirtualHost {
-        name: vh.name.clone(),
-        domains: vh.domains.clone(),
+    VirtualHostParts {
+        head: VirtualHost {
+            name: vh.name.clone(),
+            domains: vh.domains.clone(),
+            ..Default::default()
+        },
         routes,
-        ..Default::default()
     }
 }
 

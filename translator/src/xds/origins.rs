@@ -1,0 +1,137 @@
+//! `FleetConfig::origins`: which input objects produced each resource of a fleet.
+//!
+//! A fleet with thousands of clusters has tens of thousands of entries, and building the map
+//! is mostly allocation (two key strings and a list of keys per entry). Incremental calls
+//! usually produce the same map again, so the entries are first gathered by reference, in
+//! map order, and compared with the previous call's map: when equal, that map is shared
+//! (`Arc`) instead of rebuilt.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::ObjectKey;
+
+/// (type URL, resource name) -> the input objects that produced it.
+pub type Origins = BTreeMap<(String, String), Vec<ObjectKey>>;
+
+/// One entry, borrowed from the IR where it can be.
+pub struct Entry<'a> {
+    pub type_url: &'static str,
+    pub name: &'a str,
+    pub keys: Cow<'a, [ObjectKey]>,
+}
+
+/// Entries gathered in insertion order; a later entry for the same resource replaces an
+/// earlier one, as `BTreeMap::insert` would.
+#[derive(Default)]
+pub struct Builder<'a> {
+    entries: Vec<Entry<'a>>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn push(&mut self, type_url: &'static str, name: &'a str, keys: Cow<'a, [ObjectKey]>) {
+        self.entries.push(Entry {
+            type_url,
+            name,
+            keys,
+        });
+    }
+
+    /// The map, shared with `previous` when it has exactly these entries.
+    pub fn finish(mut self, previous: Option<&Arc<Origins>>) -> Arc<Origins> {
+        // Stable: among equal keys the last pushed ends up last, and is the one kept.
+        self.entries
+            .sort_by(|a, b| (a.type_url, a.name).cmp(&(b.type_url, b.name)));
+        let mut entries: Vec<Entry<'a>> = Vec::with_capacity(self.entries.len());
+        for e in self.entries {
+            match entries.last_mut() {
+                Some(last) if (last.type_url, last.name) == (e.type_url, e.name) => *last = e,
+                _ => entries.push(e),
+            }
+        }
+        if let Some(prev) = previous {
+            let same = prev.len() == entries.len()
+                && prev.iter().zip(&entries).all(|((k, v), e)| {
+                    k.0 == e.type_url && k.1 == e.name && v.as_slice() == e.keys.as_ref()
+                });
+            if same {
+                return prev.clone();
+            }
+        }
+        Arc::new(
+            entries
+                .into_iter()
+                .map(|e| {
+                    (
+                        (e.type_url.to_string(), e.name.to_string()),
+                        e.keys.into_owned(),
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The previous call's maps, by fleet.
+#[derive(Default)]
+pub struct OriginsMemo {
+    prev: HashMap<ObjectKey, Arc<Origins>>,
+    next: HashMap<ObjectKey, Arc<Origins>>,
+}
+
+impl OriginsMemo {
+    pub fn previous(&self, gateway: &ObjectKey) -> Option<&Arc<Origins>> {
+        self.prev.get(gateway)
+    }
+
+    pub fn keep(&mut self, gateway: &ObjectKey, origins: &Arc<Origins>) {
+        self.next.insert(gateway.clone(), origins.clone());
+    }
+
+    /// Ends a call: maps of fleets this call did not build are forgotten.
+    pub fn end(&mut self) {
+        self.prev = std::mem::take(&mut self.next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("HTTPRoute", "ns", name)
+    }
+
+    #[test]
+    fn later_entries_win_and_equal_maps_are_shared() {
+        let (a, b) = ([key("a")], [key("b")]);
+        let build = |previous| {
+            let mut o = Builder::default();
+            o.push("t2", "x", Cow::Borrowed(&a[..]));
+            o.push("t1", "y", Cow::Borrowed(&a[..]));
+            o.push("t2", "x", Cow::Borrowed(&b[..]));
+            o.finish(previous)
+        };
+        let first = build(None);
+        let want: Origins = [
+            (("t1".into(), "y".into()), vec![key("a")]),
+            (("t2".into(), "x".into()), vec![key("b")]),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(*first, want);
+        assert!(Arc::ptr_eq(&build(Some(&first)), &first));
+        let mut other = Builder::default();
+        other.push("t1", "y", Cow::Borrowed(&a[..]));
+        let other = other.finish(Some(&first));
+        assert!(!Arc::ptr_eq(&other, &first));
+        assert_eq!(other.len(), 1);
+    }
+}
