@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use portico_translator::{
-    Feedback, ObjectKey, Options, Problem, Rejection, Resources, Translation,
-};
+use portico_translator::{Feedback, Options, Problem, Rejection, Resources, Translation};
 use portico_xds::{Cache, CacheConfig, Server, XdsEvent, XdsEventKind};
 use tokio::net::TcpListener;
 use tokio::sync::{RwLock, mpsc, watch};
