@@ -312,6 +312,13 @@ fn world(routes: usize, edit: &str) -> String {
              spec:\n  parentRefs: [{parent}]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    backendRefs: [{backend}]\n"
         ));
     }
+    if on("new-backend") {
+        y.push_str(
+            "---\napiVersion: portico.dev/v1alpha1\nkind: Backend\nmetadata: {name: be2, namespace: apps}\nspec: {endpoints: [{ip: 127.0.0.2, port: 9000}]}\n\
+             ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: nb, namespace: apps}\n\
+             spec:\n  parentRefs: [{name: gw, namespace: infra}]\n  rules: [{backendRefs: [{group: portico.dev, kind: Backend, name: be2}]}]\n",
+        );
+    }
     if on("add") {
         y.push_str(
             "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: g, namespace: apps}\n\
@@ -335,6 +342,7 @@ fn generated_edits() {
         "modify",
         "remove",
         "add",
+        "new-backend",
         "service",
         "slice",
         "backend",
@@ -350,6 +358,9 @@ fn generated_edits() {
         match edit {
             "modify" => assert_eq!(reuse.routes_compiled, 1, "{edit}: {reuse:?}"),
             "add" | "remove" => assert_eq!(reuse.routes_compiled, usize::from(edit == "add")),
+            // Routes depend on the Services and Backends they look up, not on every one.
+            "new-backend" => assert_eq!(reuse.routes_compiled, 1, "{edit}: {reuse:?}"),
+            "service" | "backend" => assert_eq!(reuse.routes_compiled, 4, "{edit}: {reuse:?}"),
             // Endpoints are not read by compilation, nor by attachment.
             "slice" => {
                 assert_eq!(reuse.routes_compiled, 0, "{edit}: {reuse:?}");

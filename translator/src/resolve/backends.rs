@@ -146,6 +146,7 @@ pub fn resolve(
     if is_backend {
         return portico_backend(ctx, &ns, r, traffic, clusters);
     }
+    ctx.note_lookup("Service", &ns, &r.name);
     let Some(svc) = ctx.services.get(&(ns.clone(), r.name.clone())) else {
         return Err(RefError::new(
             "BackendNotFound",
@@ -267,6 +268,7 @@ fn portico_backend(
     traffic: Traffic,
     clusters: &mut ClusterMap,
 ) -> Result<Resolved, RefError> {
+    ctx.note_lookup(crate::backend_kind::KIND, ns, &r.name);
     let Some(backend) = ctx.backends.get(&(ns.to_string(), r.name.clone())) else {
         return Err(RefError::new(
             "BackendNotFound",

@@ -57,6 +57,9 @@ pub struct Ctx<'a> {
     grants: Vec<Grant>,
     /// BackendTLSPolicies, oldest first (filled once the indexes exist).
     pub tls_policies: Vec<crate::resolve::backend_tls::PolicyModel>,
+    /// While recording (one route's compilation), the Services and Backends looked up, as
+    /// `memo::key_hash`es: what that route's memo entry depends on.
+    pub lookups: std::cell::RefCell<Option<Vec<u64>>>,
 }
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> NsName {
@@ -125,11 +128,19 @@ impl<'a> Ctx<'a> {
                 .collect(),
             grants,
             tls_policies: Vec::new(),
+            lookups: std::cell::RefCell::new(None),
         }
     }
 
     /// A namespace's labels, with the `kubernetes.io/metadata.name` label Kubernetes always adds
     /// (also for namespaces that only exist implicitly in a directory of files).
+    /// Notes a Service or Backend lookup when a route's compilation is being recorded.
+    pub fn note_lookup(&self, kind: &str, namespace: &str, name: &str) {
+        if let Some(log) = self.lookups.borrow_mut().as_mut() {
+            log.push(crate::resolve::memo::key_hash(kind, namespace, name));
+        }
+    }
+
     pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
         let mut labels = self
             .namespace_labels

@@ -3,8 +3,10 @@
 //!
 //! Dependency rule (coarse on purpose, so that it is obviously correct):
 //! - a compiled route (matches, actions, cluster recipes, notes) is reused while the route's
-//!   revision is the same and none of Service, Backend, ReferenceGrant, BackendTLSPolicy,
-//!   ConfigMap changed (`compile` generation). EndpointSlices are not read by compilation.
+//!   revision is the same, the Services and Backends its compilation looked up have the same
+//!   revisions (or are still absent), and none of ReferenceGrant, BackendTLSPolicy, ConfigMap
+//!   changed (`compile` generation). EndpointSlices are not read by compilation. If any
+//!   Service or Backend has no revision, the `compile` generation is fresh instead.
 //! - its attachment (parentRef outcomes) and status are reused while the compiled route was
 //!   reused and none of GatewayClass, Gateway, ListenerSet, Namespace, Secret, ConfigMap,
 //!   ReferenceGrant, the options or the feedback changed (`attach` generation).
@@ -45,6 +47,8 @@ pub struct RouteMemo {
     pub key: ObjectKey,
     pub revision: u64,
     pub compile: u64,
+    /// The Services and Backends compilation looked up (key hash) and their revisions then.
+    pub deps: Arc<[(u64, Option<u64>)]>,
     pub compiled: Arc<Compiled>,
     pub attach: u64,
     pub attached: Option<Arc<Attached>>,
@@ -98,6 +102,8 @@ pub struct Memo {
     statuses: Option<(Arc<Vec<ObjectStatus>>, StatusSources)>,
     /// Route revisions of this call, by key hash.
     revisions: HashMap<u64, Option<u64>>,
+    /// Service and Backend revisions of this call, by key hash.
+    dep_revisions: HashMap<u64, u64>,
 }
 
 /// Hash of (kind, namespace, name).
@@ -175,6 +181,23 @@ impl Memo {
         order.digest()
     }
 
+    /// Key hashes of looked-up Services and Backends with their current revisions.
+    pub fn deps(&self, lookups: &[u64]) -> Arc<[(u64, Option<u64>)]> {
+        let mut deps: Vec<(u64, Option<u64>)> = lookups
+            .iter()
+            .map(|h| (*h, self.dep_revisions.get(h).copied()))
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        deps.into()
+    }
+
+    /// Whether every recorded dependency still has the revision it had.
+    pub fn deps_unchanged(&self, deps: &[(u64, Option<u64>)]) -> bool {
+        deps.iter()
+            .all(|(h, rev)| self.dep_revisions.get(h).copied() == *rev)
+    }
+
     /// Computes this call's generations and route revisions.
     pub fn begin(
         &mut self,
@@ -182,19 +205,40 @@ impl Memo {
         options: &Options,
         feedback: &Feedback,
     ) -> Generations {
+        let volatile = self.volatile;
+        let services = self.kind_generation(
+            res,
+            "Service",
+            true,
+            res.services.iter().map(|o| &o.metadata),
+        );
+        let backends = self.kind_generation(
+            res,
+            crate::backend_kind::KIND,
+            true,
+            res.backends.iter().map(|o| &o.metadata),
+        );
+        // Routes depend on the Services and Backends they look up, by revision; only when
+        // those kinds lack usable revisions do all routes depend on all of them.
+        let lookups = if self.volatile != volatile {
+            services ^ backends.rotate_left(1)
+        } else {
+            0
+        };
+        self.dep_revisions.clear();
+        for kind in ["Service", crate::backend_kind::KIND] {
+            let start = ObjectKey::new(kind, "", "");
+            for (key, rev) in res.revisions.range(start..) {
+                if key.kind != kind {
+                    break;
+                }
+                let h = key_hash(kind, &key.namespace, &key.name);
+                self.dep_revisions.insert(h, *rev);
+            }
+        }
         let mut g = |kind: &str, namespaced: bool, metas: Vec<&ObjectMeta>| {
             self.kind_generation(res, kind, namespaced, metas.into_iter())
         };
-        let services = g(
-            "Service",
-            true,
-            res.services.iter().map(|o| &o.metadata).collect(),
-        );
-        let backends = g(
-            "Backend",
-            true,
-            res.backends.iter().map(|o| &o.metadata).collect(),
-        );
         let grants = g(
             "ReferenceGrant",
             true,
@@ -265,7 +309,7 @@ impl Memo {
             }
         }
         Generations {
-            compile: combine(&[services, backends, grants, policies, config_maps]),
+            compile: combine(&[lookups, grants, policies, config_maps]),
             attach: combine(&[
                 classes,
                 gateways,

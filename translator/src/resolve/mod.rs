@@ -185,6 +185,7 @@ pub fn run_with(
                         key: w.compiled.route.head.key.clone(),
                         revision,
                         compile: g.compile,
+                        deps: w.deps.clone(),
                         compiled: w.compiled.clone(),
                         attach: g.attach,
                         attached: Some(a.clone()),

@@ -15,6 +15,8 @@ pub struct RouteWork {
     pub hash: u64,
     pub revision: Option<u64>,
     pub compiled: Arc<Compiled>,
+    /// The Services and Backends compilation looked up, with their revisions.
+    pub deps: Arc<[(u64, Option<u64>)]>,
     /// Reused from the memo (so its attachment may be, too).
     pub reused: bool,
 }
@@ -59,6 +61,7 @@ pub fn compile_routes(
                     let (ns, name) = memo::meta_names(meta, true);
                     e.revision == rev
                         && e.compile == g.compile
+                        && m.deps_unchanged(&e.deps)
                         && e.key.kind == kind
                         && e.key.namespace == ns
                         && e.key.name == name
@@ -70,13 +73,20 @@ pub fn compile_routes(
                     hash,
                     revision,
                     compiled: e.compiled.clone(),
+                    deps: e.deps.clone(),
                     reused: true,
                 };
             }
             let mut local = ClusterMap::new();
+            *ctx.lookups.borrow_mut() = Some(Vec::new());
             let route = match source {
                 Source::Http(r) => http::compile_http(ctx, r, &mut local),
                 Source::Grpc(r) => http::compile_grpc(ctx, r, &mut local),
+            };
+            let lookups = ctx.lookups.borrow_mut().take().unwrap_or_default();
+            let deps = match memo.as_deref() {
+                Some(m) => m.deps(&lookups),
+                None => Arc::from([]),
             };
             RouteWork {
                 hash,
@@ -85,6 +95,7 @@ pub fn compile_routes(
                     route,
                     clusters: local.into_iter().collect(),
                 }),
+                deps,
                 reused: false,
             }
         })
