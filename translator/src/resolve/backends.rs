@@ -222,23 +222,30 @@ pub fn resolve(
     if let Some((i, _)) = policy {
         origins.push(ctx.tls_policies[i].key.clone());
     }
-    clusters.entry(name.clone()).or_insert_with(|| {
-        Arc::new(ClusterEntry {
-            cluster: Cluster {
-                name: name.clone(),
-                protocol,
-                discovery,
-                tls,
-                origins,
-            },
-            slices,
-        })
-    });
+    let cluster = Cluster {
+        name: name.clone(),
+        protocol,
+        discovery,
+        tls,
+        origins,
+    };
+    add_cluster(clusters, cluster, slices);
     Ok(Resolved {
         cluster: name,
         websocket,
         policy: policy.map(|(i, _)| i),
     })
+}
+
+/// The first backendRef to name a cluster defines it.
+fn add_cluster(
+    clusters: &mut ClusterMap,
+    cluster: Cluster,
+    slices: Option<(String, String, String, bool)>,
+) {
+    clusters
+        .entry(cluster.name.clone())
+        .or_insert_with(|| Arc::new(ClusterEntry { cluster, slices }));
 }
 
 /// Upstream protocol from an appProtocol, and whether WebSocket upgrades go through.
@@ -330,18 +337,14 @@ fn portico_backend(
         Discovery::Eds(endpoints)
     };
     let origins = vec![ObjectKey::new(backend_kind::KIND, ns, &r.name)];
-    clusters.entry(name.clone()).or_insert_with(|| {
-        Arc::new(ClusterEntry {
-            cluster: Cluster {
-                name: name.clone(),
-                protocol,
-                discovery,
-                tls: None,
-                origins,
-            },
-            slices: None,
-        })
-    });
+    let cluster = Cluster {
+        name: name.clone(),
+        protocol,
+        discovery,
+        tls: None,
+        origins,
+    };
+    add_cluster(clusters, cluster, None);
     Ok(Resolved {
         cluster: name,
         websocket,
