@@ -18,51 +18,52 @@ pub struct Definitions {
 }
 
 impl Definitions {
-    pub fn add(&mut self, path: &Path, docs: &[Document]) {
-        for doc in docs {
+    pub fn add<'a>(&mut self, path: &Path, keys: impl IntoIterator<Item = &'a ObjectKey>) {
+        for key in keys {
             self.files
-                .entry(doc.key.clone())
+                .entry(key.clone())
                 .or_default()
                 .insert(path.to_path_buf());
         }
     }
 
-    pub fn remove(&mut self, path: &Path, docs: &[Document]) {
-        for doc in docs {
-            if let Some(files) = self.files.get_mut(&doc.key) {
+    pub fn remove(&mut self, path: &Path, keys: &[ObjectKey]) {
+        for key in keys {
+            if let Some(files) = self.files.get_mut(key) {
                 files.remove(path);
                 if files.is_empty() {
-                    self.files.remove(&doc.key);
+                    self.files.remove(key);
                 }
             }
         }
     }
 
     /// Whether any of these objects is (also) defined in another file.
-    pub fn any_duplicate<'a>(&self, docs: impl IntoIterator<Item = &'a Document>) -> bool {
-        docs.into_iter()
-            .any(|d| self.files.get(&d.key).is_some_and(|f| f.len() > 1))
+    pub fn any_duplicate<'a>(&self, keys: impl IntoIterator<Item = &'a ObjectKey>) -> bool {
+        keys.into_iter()
+            .any(|k| self.files.get(k).is_some_and(|f| f.len() > 1))
     }
 }
 
-/// One file's documents before and after a re-read.
+/// One file re-read: the objects it defined before, and its documents now.
 pub struct FileChange {
-    pub file: String,
-    pub old: Vec<Document>,
+    pub path: PathBuf,
+    pub old: Vec<ObjectKey>,
     pub new: Vec<Document>,
 }
 
 /// Applies file changes in place. `resources` must not be shared at this point, or this copies it.
-pub fn apply(resources: &mut Arc<Resources>, changes: &[FileChange]) {
+pub fn apply(resources: &mut Arc<Resources>, changes: Vec<FileChange>) {
     let resources = Arc::make_mut(resources);
-    for change in changes {
-        for doc in &change.old {
-            remove(resources, &doc.key);
+    for change in &changes {
+        for key in &change.old {
+            remove(resources, key);
         }
     }
     for change in changes {
-        for doc in &change.new {
-            resources.insert(&change.file, doc.clone());
+        let file = change.path.display().to_string();
+        for doc in change.new {
+            resources.insert(&file, doc);
         }
     }
 }
@@ -114,18 +115,18 @@ mod tests {
         let (b, _) = portico_translator::parse_file("b.yaml", B);
         let mut resources = Arc::new(Resources::default());
         let add = |file: &str, docs: &[Document]| FileChange {
-            file: file.into(),
+            path: file.into(),
             old: Vec::new(),
             new: docs.to_vec(),
         };
-        apply(&mut resources, &[add("a.yaml", &a), add("b.yaml", &b)]);
+        apply(&mut resources, vec![add("a.yaml", &a), add("b.yaml", &b)]);
         assert_eq!(resources.http_routes.len(), 2);
         assert_eq!(resources.namespaces.len(), 1);
         apply(
             &mut resources,
-            &[FileChange {
-                file: "a.yaml".into(),
-                old: a,
+            vec![FileChange {
+                path: "a.yaml".into(),
+                old: a.into_iter().map(|d| d.key).collect(),
                 new: Vec::new(),
             }],
         );

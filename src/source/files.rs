@@ -131,35 +131,32 @@ impl DirSource {
 
     /// Brings the assembled input up to date with re-read files: in place, unless a changed
     /// object is (or was) defined twice, where only a rebuild keeps "first in path order wins".
-    fn apply(&mut self, changes: Vec<(PathBuf, FileChange)>) {
+    fn apply(&mut self, changes: Vec<FileChange>) {
         let mut duplicate = false;
-        for (path, change) in &changes {
+        for change in &changes {
+            let new_keys = change.new.iter().map(|d| &d.key);
             duplicate |= self.definitions.any_duplicate(&change.old);
-            self.definitions.remove(path, &change.old);
-            self.definitions.add(path, &change.new);
+            self.definitions.remove(&change.path, &change.old);
+            self.definitions.add(&change.path, new_keys);
         }
         duplicate |= changes
             .iter()
-            .any(|(_, c)| self.definitions.any_duplicate(&c.new));
+            .any(|c| self.definitions.any_duplicate(c.new.iter().map(|d| &d.key)));
         if duplicate {
             self.rebuild();
         } else {
-            let changes: Vec<FileChange> = changes.into_iter().map(|(_, c)| c).collect();
-            assembly::apply(&mut self.assembled, &changes);
+            assembly::apply(&mut self.assembled, changes);
         }
     }
 
     /// Drops a file that disappeared; its objects go with it.
-    fn forget(&mut self, path: &Path) -> Option<(PathBuf, FileChange)> {
+    fn forget(&mut self, path: &Path) -> Option<FileChange> {
         let state = self.files.remove(path)?;
-        Some((
-            path.to_path_buf(),
-            FileChange {
-                file: display(path),
-                old: state.docs,
-                new: Vec::new(),
-            },
-        ))
+        Some(FileChange {
+            path: path.to_path_buf(),
+            old: state.docs.into_iter().map(|d| d.key).collect(),
+            new: Vec::new(),
+        })
     }
 
     /// A reported path in the root's spelling, if it is one the directory walk would read
@@ -176,27 +173,22 @@ impl DirSource {
         visible.then(|| self.root.join(relative))
     }
 
-    /// Reads one file again; returns its documents before and after when they changed.
-    fn read(&mut self, path: &Path) -> Option<(PathBuf, FileChange)> {
+    /// Reads one file again; returns its objects before and after when they changed.
+    fn read(&mut self, path: &Path) -> Option<FileChange> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let before = self.files.get(path).map(|s| s.content_hash);
                 let old = self
                     .files
                     .get(path)
-                    .map(|s| s.docs.clone())
+                    .map(|s| s.docs.iter().map(|d| d.key.clone()).collect())
                     .unwrap_or_default();
                 self.refresh(path, &text);
                 let state = self.files.get(path)?;
-                (before != Some(state.content_hash)).then(|| {
-                    (
-                        path.to_path_buf(),
-                        FileChange {
-                            file: display(path),
-                            old,
-                            new: state.docs.clone(),
-                        },
-                    )
+                (before != Some(state.content_hash)).then(|| FileChange {
+                    path: path.to_path_buf(),
+                    old,
+                    new: state.docs.clone(),
                 })
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => self.forget(path),
@@ -215,7 +207,7 @@ impl DirSource {
         let mut definitions = Definitions::default();
         for (path, state) in &self.files {
             let file = display(path);
-            definitions.add(path, &state.docs);
+            definitions.add(path, state.docs.iter().map(|d| &d.key));
             for doc in &state.docs {
                 if !resources.sources.contains_key(&doc.key) {
                     resources.insert(&file, doc.clone());
