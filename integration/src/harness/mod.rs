@@ -123,6 +123,14 @@ impl ConfigDir {
     }
 }
 
+/// Where a spawned `portico` writes its log: `$PORTICO_LOG_FILE` when set (kept after the
+/// run, for benchmarks and debugging), else `portico.log` in the run's own `dir`.
+pub fn portico_log_path(dir: &Path) -> std::path::PathBuf {
+    std::env::var_os("PORTICO_LOG_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.join("portico.log"))
+}
+
 /// The last `lines` lines of a log file, for failure messages.
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

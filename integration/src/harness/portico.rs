@@ -37,10 +37,7 @@ impl Portico {
     pub async fn start(config_dir: &Path, options: PorticoOptions) -> anyhow::Result<Self> {
         let bin = portico_binary()?;
         let dir = tempfile::Builder::new().prefix("portico-run-").tempdir()?;
-        // PORTICO_LOG_FILE keeps the log after the run (benchmarks, debugging).
-        let log = std::env::var_os("PORTICO_LOG_FILE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| dir.path().join("portico.log"));
+        let log = super::portico_log_path(dir.path());
         let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut cmd = Command::new(&bin);

@@ -26,10 +26,7 @@ impl PorticoProcess {
     /// published its first config.
     pub async fn start(bin: &Path, config_dir: &Path, deadline: Duration) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("portico-load-").tempdir()?;
-        // PORTICO_LOG_FILE keeps the log after the run.
-        let log = std::env::var_os("PORTICO_LOG_FILE")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| dir.path().join("portico.log"));
+        let log = crate::harness::portico_log_path(dir.path());
         let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(bin)
