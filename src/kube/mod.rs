@@ -155,7 +155,11 @@ impl KubeSource {
     /// only those that differ from the cluster's). Never blocks.
     pub fn publish_status(&self, statuses: Arc<Vec<ObjectStatus>>) {
         self.inner.desired.send_if_modified(|current| {
-            if current.as_deref() == Some(&*statuses) {
+            // The translator hands out the same list again while no status changed.
+            let same = current
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &statuses) || **c == *statuses);
+            if same {
                 return false;
             }
             *current = Some(statuses);
