@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::Any;
 use crate::metrics::Metrics;
+use crate::names::Interner;
 use crate::shared::Responses;
 use crate::snapshot::Snapshot;
 use crate::state::StreamState;
@@ -99,6 +100,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     /// Encoded response bodies shared across streams.
     pub(crate) responses: Responses,
+    /// Subscriptions shared across streams.
+    pub(crate) names: Interner,
 }
 
 /// Shared state: the latest snapshot per fleet, and what each connected node has been sent/ACKed.
@@ -120,6 +123,7 @@ impl Cache {
                 events: broadcast::Sender::new(1024),
                 metrics: Metrics::default(),
                 responses: Responses::default(),
+                names: Interner::default(),
             }),
         }
     }

@@ -2,6 +2,7 @@
 //! only changed resources sent, deletions and non-existence in `removed_resources`.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
@@ -12,7 +13,7 @@ use tracing::debug;
 
 use crate::held::{Held, HeldRef};
 use crate::shared::{Encoded, Key, Outgoing};
-use crate::state::{InFlight, Protocol, StreamState, TypeState};
+use crate::state::{InFlight, Protocol, StreamState, TypeState, ensure};
 use crate::view::View;
 use crate::wire::{DeltaResponse, WireResource};
 
@@ -31,10 +32,16 @@ impl Protocol for Delta {
 
     fn on_request(st: &mut StreamState, req: DeltaDiscoveryRequest) {
         let type_url = req.type_url.as_str();
-        let ts = st.types.entry(type_url.to_string()).or_default();
+        ensure(&mut st.types, type_url);
+        let Some(ts) = st.types.get_mut(type_url) else {
+            return;
+        };
         ts.touch();
         let first = !ts.requested;
         subscribe(ts, &req);
+        if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() {
+            ts.names = st.cache.inner.names.intern(std::mem::take(&mut ts.names));
+        }
         if first
             && !req.initial_resource_versions.is_empty()
             && !Self::has_work(&st.view, type_url, ts)
@@ -64,6 +71,14 @@ impl Protocol for Delta {
             return true;
         }
         ts.work_memo(view, type_url, || {
+            let map = view.snapshot.type_map(type_url);
+            let exact = view.retained.get(type_url).is_none_or(|k| k.is_empty())
+                && map.is_some_and(|m| ts.held.is_exactly(m));
+            if let (true, Some(map)) = (exact && ts.force.is_empty(), map) {
+                // The client holds the snapshot's resources of this type, all of them: only
+                // subscribed names the snapshot lacks (not yet declared absent) are news.
+                return ts.names.iter().any(|n| !map.contains_key(n));
+            }
             let changed = ts.desired(view, type_url).into_iter().any(|r| {
                 ts.force.contains(&r.name) || !ts.held.get(&r.name).is_some_and(|h| h.is(r))
             });
@@ -74,10 +89,16 @@ impl Protocol for Delta {
     fn build(st: &mut StreamState, type_url: &str) -> Result<Outgoing, Status> {
         let nonce = st.next_nonce();
         let version = st.view.version(type_url);
-        let ts = st.types.entry(type_url.to_string()).or_default();
+        ensure(&mut st.types, type_url);
+        let Some(ts) = st.types.get_mut(type_url) else {
+            return Err(Status::internal("no state for the type"));
+        };
         ts.touch();
         let mut resources = Vec::new();
         let mut changed = Vec::new();
+        // Nothing held yet (a new stream): record what is sent in one go below, against the
+        // shared map, rather than one exception per resource.
+        let was_empty = ts.held.len() == 0;
         for r in ts.desired(&st.view, type_url) {
             let fresh = !ts.held.get(&r.name).is_some_and(|h| h.is(r));
             if fresh {
@@ -85,8 +106,14 @@ impl Protocol for Delta {
             }
             if fresh || ts.force.contains(&r.name) {
                 resources.push(r);
-                ts.held.insert_resource(r);
+                if !was_empty {
+                    ts.held.insert_resource(r);
+                }
             }
+        }
+        if was_empty {
+            ts.held
+                .assign(&resources, st.view.snapshot.type_map(type_url));
         }
         let removed: BTreeSet<String> = removals(&st.view, type_url, ts).collect();
         for name in &removed {
@@ -209,7 +236,7 @@ fn subscribe(ts: &mut TypeState, req: &DeltaDiscoveryRequest) {
             ts.wildcard = true;
             continue;
         }
-        ts.names.insert(name.clone());
+        Arc::make_mut(&mut ts.names).insert(name.clone());
         if !first {
             // The client may have forgotten it: a (re)subscription is always answered.
             ts.force.insert(name.clone());
@@ -223,7 +250,7 @@ fn subscribe(ts: &mut TypeState, req: &DeltaDiscoveryRequest) {
             ts.force.retain(|n| names.contains(n));
             continue;
         }
-        ts.names.remove(name);
+        Arc::make_mut(&mut ts.names).remove(name);
         if ts.wildcard {
             // The client cannot tell whether the wildcard still covers it: say so either way.
             ts.force.insert(name.clone());

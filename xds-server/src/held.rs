@@ -95,6 +95,12 @@ impl HeldMap {
         }
     }
 
+    /// Holds exactly `map` (no exceptions): then the client has every resource of it, in
+    /// its version, and nothing else.
+    pub(crate) fn is_exactly(&self, map: &Arc<ResourceMap>) -> bool {
+        self.over.is_empty() && self.base.as_ref().is_some_and(|b| Arc::ptr_eq(b, map))
+    }
+
     pub(crate) fn contains_key(&self, name: &str) -> bool {
         self.get(name).is_some()
     }

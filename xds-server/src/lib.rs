@@ -11,6 +11,7 @@ mod delta;
 mod frames;
 mod held;
 mod metrics;
+mod names;
 mod refs;
 mod requests;
 mod resume;

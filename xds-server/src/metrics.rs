@@ -33,11 +33,22 @@ pub(crate) struct Metrics {
     counters: Mutex<Counters>,
 }
 
+/// `map[key] += n`; allocates the key only the first time (pushes and ACKs count on every
+/// stream of every change).
+fn add(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    match map.get_mut(key) {
+        Some(v) => *v += n,
+        None => {
+            map.insert(key.to_string(), n);
+        }
+    }
+}
+
 impl Metrics {
     pub(crate) fn pushed(&self, type_url: &str, bytes: usize) {
         let mut c = lock(&self.counters);
-        *c.pushes.entry(type_url.to_string()).or_default() += 1;
-        *c.bytes.entry(type_url.to_string()).or_default() += bytes as u64;
+        add(&mut c.pushes, type_url, 1);
+        add(&mut c.bytes, type_url, bytes as u64);
     }
 
     /// A response body was encoded (rather than reused from another stream's push).
@@ -57,7 +68,10 @@ impl Metrics {
 
     pub(crate) fn acked(&self, type_url: &str, latency: Duration) {
         let mut c = lock(&self.counters);
-        let h = c.ack_latency.entry(type_url.to_string()).or_default();
+        crate::state::ensure(&mut c.ack_latency, type_url);
+        let Some(h) = c.ack_latency.get_mut(type_url) else {
+            return;
+        };
         let secs = latency.as_secs_f64();
         for (count, bound) in h.buckets.iter_mut().zip(BUCKETS) {
             if secs <= bound {

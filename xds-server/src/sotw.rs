@@ -1,7 +1,7 @@
 //! State-of-the-world rules: full resource lists per request, stale nonces ignored, LDS/CDS
 //! answered with the complete set.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -10,9 +10,10 @@ use tokio::time::Instant;
 use tonic::Status;
 use tracing::debug;
 
+use crate::names::list_hash;
 use crate::shared::{Encoded, Key, Outgoing};
 use crate::snapshot::Resource;
-use crate::state::{InFlight, Protocol, StreamState, TypeState, full_state};
+use crate::state::{InFlight, Protocol, StreamState, TypeState, ensure, full_state};
 use crate::view::View;
 use crate::wire::SotwResponse;
 
@@ -31,7 +32,10 @@ impl Protocol for Sotw {
 
     fn on_request(st: &mut StreamState, req: DiscoveryRequest) {
         let type_url = req.type_url.as_str();
-        let ts = st.types.entry(type_url.to_string()).or_default();
+        ensure(&mut st.types, type_url);
+        let Some(ts) = st.types.get_mut(type_url) else {
+            return;
+        };
         ts.touch();
         let nonce = req.response_nonce.as_str();
         if !nonce.is_empty() && ts.last_nonce.as_deref().is_some_and(|last| last != nonce) {
@@ -43,10 +47,14 @@ impl Protocol for Sotw {
         }
         let acks = !nonce.is_empty() && ts.in_flight.is_some();
         let first = !ts.requested;
-        // Most requests are ACKs repeating the subscription: leave it alone then.
-        let same = !first && unchanged(ts, &req.resource_names);
+        // Most requests are ACKs repeating the subscription: leave it alone then. The same
+        // list as last time is recognised by its hash, without a lookup per name.
+        let list = list_hash(&req.resource_names);
+        let same = !first && (ts.last_list == Some(list) || unchanged(ts, &req.resource_names));
+        ts.last_list = Some(list);
         if !same {
             subscribe(ts, type_url, &req.resource_names);
+            ts.names = st.cache.inner.names.intern(std::mem::take(&mut ts.names));
         }
         if first {
             // First request of this type on the stream: after a reconnect its version_info
@@ -89,7 +97,10 @@ impl Protocol for Sotw {
     fn build(st: &mut StreamState, type_url: &str) -> Result<Outgoing, Status> {
         let nonce = st.next_nonce();
         let version = st.view.version(type_url);
-        let ts = st.types.entry(type_url.to_string()).or_default();
+        ensure(&mut st.types, type_url);
+        let Some(ts) = st.types.get_mut(type_url) else {
+            return Err(Status::internal("no state for the type"));
+        };
         ts.touch();
         let desired = ts.desired(&st.view, type_url);
         let full = full_state(type_url);
@@ -105,7 +116,9 @@ impl Protocol for Sotw {
             }
         }
         let map = st.view.snapshot.type_map(type_url);
-        if full {
+        if full || ts.held.len() == 0 {
+            // (Nothing held: the same as inserting each, without building the exceptions
+            // only to fold them into the shared map.)
             ts.held.assign(&send, map);
         } else {
             for r in &send {
@@ -174,6 +187,16 @@ impl Protocol for Sotw {
 
 /// Whether anything the subscription selects differs from what the client holds.
 fn changes(view: &View, type_url: &str, ts: &TypeState) -> bool {
+    let exact = view.retained.get(type_url).is_none_or(|k| k.is_empty())
+        && view
+            .snapshot
+            .type_map(type_url)
+            .is_some_and(|m| ts.held.is_exactly(m));
+    if exact && ts.force.is_empty() {
+        // The client holds the snapshot's resources of this type, all of them: only a full
+        // state type whose subscription selects fewer has something to say.
+        return full_state(type_url) && ts.desired(view, type_url).len() != ts.held.len();
+    }
     let desired = ts.desired(view, type_url);
     let changed = |r: &&Resource| {
         ts.force.contains(&r.name) || !ts.held.get(&r.name).is_some_and(|h| h.is(r))
@@ -213,10 +236,17 @@ fn subscribe(ts: &mut TypeState, type_url: &str, names: &[String]) {
     } else {
         ts.ever_named = true;
         ts.wildcard = names.iter().any(|n| n == "*");
-        ts.names = names.iter().filter(|n| *n != "*").cloned().collect();
+        ts.names = Arc::new(names.iter().filter(|n| *n != "*").cloned().collect());
     }
-    // Newly requested names are always sent, even if they were sent before.
-    let added: BTreeSet<String> = ts.names.difference(&before).cloned().collect();
+    // Newly requested names are always sent, even if they were sent before. Names the client
+    // does not hold are sent anyway (and stay unheld until then): only held ones need forcing,
+    // which spares a copy of every name of a first subscription.
+    let added: Vec<String> = ts
+        .names
+        .difference(&before)
+        .filter(|n| ts.held.contains_key(n))
+        .cloned()
+        .collect();
     ts.force.extend(added);
     if ((first || !was_wildcard) && ts.wildcard) || (first && full_state(type_url)) {
         ts.must_respond = true;
@@ -237,8 +267,20 @@ mod tests {
         assert!(ts.wildcard && ts.must_respond);
         assert!(unchanged(&ts, &[]));
         assert!(!unchanged(&ts, &["a".into()]));
-        subscribe(&mut ts, crate::type_url::CLUSTER, &["*".into(), "a".into()]);
+        // Newly named: forced when held (the client may have dropped it), else sent anyway.
+        let held = crate::held::Held::Has {
+            version: "1".into(),
+            body: None,
+        };
+        ts.held.insert("a".into(), held);
+        subscribe(
+            &mut ts,
+            crate::type_url::CLUSTER,
+            &["*".into(), "a".into(), "b".into()],
+        );
         assert!(ts.wildcard && ts.names.contains("a") && ts.force.contains("a"));
+        assert!(ts.names.contains("b") && !ts.force.contains("b"));
+        subscribe(&mut ts, crate::type_url::CLUSTER, &["*".into(), "a".into()]);
         subscribe(&mut ts, crate::type_url::CLUSTER, &["a".into()]);
         assert!(!ts.wildcard);
         assert!(unchanged(&ts, &["a".into()]));

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use crate::cache::{Cache, Published};
 use crate::held::{HeldMap, HeldRef};
+use crate::names::Names;
 use crate::shared::{Outgoing, SharedBody};
 use crate::snapshot::Resource;
 use crate::status::{Nack, Variant, XdsEvent, XdsEventKind};
@@ -68,8 +69,11 @@ pub(crate) struct TypeState {
     /// A request of this type arrived on the stream.
     pub(crate) requested: bool,
     pub(crate) wildcard: bool,
-    /// Explicitly subscribed names (never `*`).
-    pub(crate) names: BTreeSet<String>,
+    /// Explicitly subscribed names (never `*`), shared with streams that subscribed to the
+    /// same (see `names.rs`).
+    pub(crate) names: Names,
+    /// SotW: the name list of the last request that set the subscription, hashed as sent.
+    pub(crate) last_list: Option<u128>,
     /// SotW: some request named resources, so the legacy wildcard no longer applies.
     pub(crate) ever_named: bool,
     pub(crate) held: HeldMap,
@@ -126,12 +130,39 @@ impl TypeState {
     /// Resources the subscription selects from `view`, sorted by name, without duplicates.
     pub(crate) fn desired<'v>(&self, view: &'v View, type_url: &str) -> Vec<&'v Resource> {
         if self.wildcard {
-            view.resources(type_url)
-        } else {
-            self.names
+            return view.resources(type_url);
+        }
+        let map = view.snapshot.type_map(type_url);
+        let retained = view.retained.get(type_url).is_some_and(|k| !k.is_empty());
+        match map {
+            // Most of the type subscribed (every EDS name of a fleet's clusters): one walk
+            // along both sorted lists instead of a tree lookup per name.
+            Some(map) if !retained && self.names.len() * 4 >= map.len() => {
+                let mut out = Vec::with_capacity(self.names.len());
+                let mut names = self.names.iter().peekable();
+                let mut resources = map.iter().peekable();
+                while let (Some(n), Some((k, r))) = (names.peek(), resources.peek()) {
+                    match n.as_str().cmp(k.as_str()) {
+                        std::cmp::Ordering::Less => {
+                            names.next();
+                        }
+                        std::cmp::Ordering::Greater => {
+                            resources.next();
+                        }
+                        std::cmp::Ordering::Equal => {
+                            out.push(*r);
+                            names.next();
+                            resources.next();
+                        }
+                    }
+                }
+                out
+            }
+            _ => self
+                .names
                 .iter()
                 .filter_map(|n| view.get(type_url, n))
-                .collect()
+                .collect(),
         }
     }
 }
@@ -150,6 +181,14 @@ pub(crate) trait Protocol: Send + 'static {
     fn build(st: &mut StreamState, type_url: &str) -> Result<Outgoing, Status>;
     /// Called after the stream switched to a new snapshot.
     fn on_snapshot(_st: &mut StreamState) {}
+}
+
+/// Adds an empty entry for `key` unless there is one. Allocates the key only then (unlike
+/// `entry(key.to_string())`): this is on the path of every request.
+pub(crate) fn ensure<V: Default>(map: &mut BTreeMap<String, V>, key: &str) {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
 }
 
 /// Everything about one stream. Lives behind a mutex shared with the cache's registry so the
@@ -252,10 +291,12 @@ impl StreamState {
     /// Records a response as sent and applies what it implies for other types.
     /// `warm`: children of the resources the client did not have in this version.
     pub(crate) fn sent(&mut self, type_url: &str, sent: InFlight, warm: Vec<String>) {
-        let ts = self.types.entry(type_url.to_string()).or_default();
+        let Some(ts) = self.types.get_mut(type_url) else {
+            return;
+        };
         ts.touch();
-        ts.sent_version = Some(sent.version.clone());
-        ts.last_nonce = Some(sent.nonce.clone());
+        set(&mut ts.sent_version, &sent.version);
+        set(&mut ts.last_nonce, &sent.nonce);
         ts.in_flight = Some(sent);
         ts.force.clear();
         ts.must_respond = false;
@@ -280,10 +321,10 @@ impl StreamState {
     /// The next type to answer: in push order, the first with something to send that is not
     /// waiting for another type (ADS only; per-type streams carry a single type).
     pub(crate) fn next_type<P: Protocol>(&self) -> Option<String> {
-        let mut order: Vec<&String> = self.types.keys().collect();
-        order.sort_by_key(|t| (rank(t), t.as_str()));
-        order.into_iter().find_map(|t| {
-            let ts = &self.types[t];
+        // Called on every turn of the stream loop: no sorting, no allocation until found.
+        let known = ORDER.iter().filter_map(|t| self.types.get_key_value(*t));
+        let others = self.types.iter().filter(|(t, _)| rank(t) == ORDER.len());
+        known.chain(others).find_map(|(t, ts)| {
             let ready = ts.in_flight.is_none()
                 && P::has_work(&self.view, t, ts)
                 && !(self.variant.is_ads() && waits_for(t).iter().any(|b| self.busy::<P>(b)));
@@ -388,6 +429,17 @@ impl StreamState {
     }
 }
 
+/// `*slot = Some(value)`, reusing the string already there.
+fn set(slot: &mut Option<String>, value: &str) {
+    match slot {
+        Some(s) => {
+            s.clear();
+            s.push_str(value);
+        }
+        None => *slot = Some(value.to_string()),
+    }
+}
+
 /// Names of the rejected response that Envoy's message mentions; all of them if it names none.
 fn nack_names(sent: &[String], message: &str) -> Vec<String> {
     let named: Vec<String> = sent
@@ -399,5 +451,47 @@ fn nack_names(sent: &[String], message: &str) -> Vec<String> {
         sent.to_vec()
     } else {
         named
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Any, Snapshot};
+
+    fn view(names: &[&str]) -> View {
+        let mut s = Snapshot::new();
+        for n in names {
+            let body = Any {
+                type_url: ENDPOINT.into(),
+                value: n.as_bytes().to_vec(),
+            };
+            s.insert(ENDPOINT, *n, body);
+        }
+        let mut view = View::default();
+        view.replace_snapshot(s);
+        view
+    }
+
+    fn desired(view: &View, names: &[&str]) -> Vec<String> {
+        let ts = TypeState {
+            names: Arc::new(names.iter().map(|n| n.to_string()).collect()),
+            ..Default::default()
+        };
+        ts.desired(view, ENDPOINT)
+            .into_iter()
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn desired_is_the_subscribed_names_that_exist_in_order() {
+        let v = view(&["a", "b", "c", "d"]);
+        // Most of the type subscribed (walks both lists) and a few names (looks each up).
+        assert_eq!(desired(&v, &["d", "b", "a", "x", "0"]), ["a", "b", "d"]);
+        assert_eq!(desired(&v, &["c"]), ["c"]);
+        assert_eq!(desired(&v, &["a", "b", "c", "d"]), ["a", "b", "c", "d"]);
+        assert!(desired(&v, &["e", "f", "g", "h"]).is_empty());
+        assert!(desired(&view(&[]), &["a"]).is_empty());
     }
 }

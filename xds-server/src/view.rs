@@ -39,20 +39,7 @@ impl View {
     /// versions are computed once per snapshot and shared by every stream of the fleet).
     pub(crate) fn replace_snapshot(&mut self, new: Snapshot) -> Snapshot {
         let old = std::mem::replace(&mut self.snapshot, new);
-        // Every stream does this on every change: compare in place, allocate only for the
-        // types that changed.
-        let mut changed: Vec<String> = Vec::new();
-        let candidates = old
-            .type_urls()
-            .into_iter()
-            .chain(self.snapshot.type_urls())
-            .chain(self.generations.keys().map(String::as_str));
-        for t in candidates {
-            if !changed.iter().any(|c| c == t) && !old.same_type(&self.snapshot, t) {
-                changed.push(t.to_string());
-            }
-        }
-        for t in changed {
+        for t in old.changed_types(&self.snapshot) {
             self.touch(&t);
         }
         old

@@ -1,12 +1,20 @@
 //! The fleet simulator behind `portico-load`: starts `portico serve` on a generated config
 //! directory, opens N ADS streams as N Envoy nodes of one fleet, waits until every one holds
 //! the complete config, then changes one route at a time through the directory and measures
-//! change -> ACK per stream, bytes received, and Portico's memory.
+//! change -> ACK per stream, bytes received, Portico's memory, and the CPU both sides used.
+//!
+//! The simulator stands in for Envoys that would run on other machines, so it spends as little
+//! CPU as it can while behaving like them: responses are read straight from the HTTP/2 DATA
+//! chunks (`ads.rs`, `rope.rs`), only their envelope is parsed per stream (`envelope.rs`), and
+//! resource bodies are decoded once per content version for the whole fleet (`decode.rs`).
 
+mod ads;
 mod decode;
+mod envelope;
 pub mod fixture;
 mod node;
 mod probe;
+mod rope;
 pub mod server;
 pub mod stats;
 
@@ -19,12 +27,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 pub use fixture::Fixture;
 pub use probe::{Probe, Shared};
 pub use server::PorticoProcess;
-pub use stats::{ChangeReport, Latency, Memory, Report};
+pub use stats::{ChangeReport, CpuSplit, CpuTime, Latency, Memory, Report};
 
 /// What one `portico-load` run does.
 #[derive(Clone, Debug)]
@@ -82,6 +90,16 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
     fixture.write(dir.path())?;
     let portico = PorticoProcess::start(&config.portico, dir.path(), config.deadline).await?;
     let memory = || Memory::of(portico.pid).unwrap_or_default();
+    let cpu = || {
+        (
+            CpuTime::of(portico.pid).unwrap_or_default(),
+            CpuTime::of(std::process::id()).unwrap_or_default(),
+        )
+    };
+    let split = |(p1, s1): (CpuTime, CpuTime), (p0, s0): (CpuTime, CpuTime), n: usize| CpuSplit {
+        portico_ms: p1.since(p0) / n.max(1) as f64,
+        simulator_ms: s1.since(s0) / n.max(1) as f64,
+    };
     let mut report = Report {
         variant: if config.delta {
             "delta ADS"
@@ -99,21 +117,15 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
     let (probe_tx, probe_rx) = watch::channel(None);
     let shared = Shared::new(Fixture::fleet(), probe_rx);
     let started = Instant::now();
-    let channels = connect(portico.xds, config).await?;
-    let mut nodes = JoinSet::new();
-    for i in 0..config.streams {
-        let channel = channels[i / config.streams_per_connection.max(1)].clone();
-        nodes.spawn(node::run(
-            channel,
-            format!("load-{i}"),
-            config.delta,
-            shared.clone(),
-        ));
-    }
+    let cpu_start = cpu();
+    let mut nodes = connect_and_run(portico.xds, config, &shared)?;
     report.synced = shared.wait_synced(config.streams, config.deadline).await;
     report.sync_wall_ms = started.elapsed().as_secs_f64() * 1e3;
+    report.connect_wall_ms = shared.connected_us.load(Ordering::Relaxed) as f64 / 1e3;
     report.sync = Latency::of(&shared.sync_times());
     report.sync_bytes = shared.received_bytes();
+    let cpu_synced = cpu();
+    report.sync_cpu = split(cpu_synced, cpu_start, 1);
     report.rss_synced = memory();
     report.kib_per_stream = (report.rss_synced.rss_kib as f64 - report.rss_before.rss_kib as f64)
         / config.streams.max(1) as f64;
@@ -143,6 +155,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
         });
         tokio::time::sleep(config.pause).await;
     }
+    report.change_cpu = split(cpu(), cpu_synced, config.changes);
     report.change_ack = Latency::of(&all);
     report.change_all_acked = Latency::of(&slowest);
     report.rss_after = memory();
@@ -152,32 +165,55 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// One HTTP/2 connection per `streams_per_connection` streams, opened a few at a time.
-async fn connect(xds: SocketAddr, config: &LoadConfig) -> anyhow::Result<Vec<Channel>> {
-    let count = config
-        .streams
-        .div_ceil(config.streams_per_connection.max(1));
+/// One HTTP/2 connection per `streams_per_connection` streams, opened a few at a time; each
+/// connection's streams start as soon as it is up (as Envoys do), not once all are.
+fn connect_and_run(
+    xds: SocketAddr,
+    config: &LoadConfig,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<JoinSet<()>> {
+    let per_connection = config.streams_per_connection.max(1);
     let endpoint = Endpoint::from_shared(format!("http://{xds}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
     let limit = Arc::new(Semaphore::new(config.connect_parallelism.max(1)));
-    let mut tasks = JoinSet::new();
-    for i in 0..count {
-        let endpoint = endpoint.clone();
-        let limit = limit.clone();
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await?;
-            let channel = endpoint
-                .connect()
-                .await
-                .with_context(|| format!("connecting to {xds}"))?;
-            anyhow::Ok((i, channel))
+    let mut connections = JoinSet::new();
+    for first in (0..config.streams).step_by(per_connection) {
+        let ids = first..(first + per_connection).min(config.streams);
+        let (endpoint, limit, shared) = (endpoint.clone(), limit.clone(), shared.clone());
+        let delta = config.delta;
+        connections.spawn(async move {
+            let channel = async {
+                let _permit = limit.acquire_owned().await?;
+                endpoint
+                    .connect()
+                    .await
+                    .with_context(|| format!("connecting to {xds}"))
+            };
+            let channel = match channel.await {
+                Ok(channel) => {
+                    shared.connected();
+                    channel
+                }
+                Err(err) => {
+                    for i in ids {
+                        shared.fail(format!("load-{i}: {err:#}"));
+                    }
+                    return;
+                }
+            };
+            // Dropping this set (the run is over) ends the streams.
+            let mut streams = JoinSet::new();
+            for i in ids {
+                streams.spawn(node::run(
+                    channel.clone(),
+                    format!("load-{i}"),
+                    delta,
+                    shared.clone(),
+                ));
+            }
+            while streams.join_next().await.is_some() {}
         });
     }
-    let mut channels: Vec<Option<Channel>> = vec![None; count];
-    while let Some(done) = tasks.join_next().await {
-        let (i, channel) = done??;
-        channels[i] = Some(channel);
-    }
-    Ok(channels.into_iter().flatten().collect())
+    Ok(connections)
 }

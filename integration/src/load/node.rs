@@ -8,21 +8,16 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context;
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tonic::transport::Channel;
 
-use super::decode::{CLUSTER, ENDPOINT, LISTENER, ROUTE, child_type};
-use super::probe::Shared;
-
-/// Largest response a simulated Envoy accepts (a 10k-route RDS or CDS is a few MB).
-const MAX_MESSAGE: usize = 256 << 20;
+use super::ads;
+use super::decode::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SotwSummary, child_type};
+use super::envelope::{self, DeltaEnvelope, SotwEnvelope, framed, sotw_request};
+use super::probe::{Probe, Shared};
+use super::rope::Rope;
 
 /// Runs one stream until it fails or the server closes it; errors are reported to `shared`.
 pub async fn run(channel: Channel, id: String, delta: bool, shared: Arc<Shared>) {
@@ -56,14 +51,25 @@ impl Progress {
     /// Reports the current probe when `has_marker` says this response carries it. Called after
     /// the ACK was queued.
     fn check_probe(&mut self, shared: &Shared, has_marker: impl FnOnce(u64, &[u8]) -> bool) {
-        let probe = shared.probe.borrow().clone();
-        if let Some(probe) = probe
-            && probe.id != self.probed
-            && has_marker(probe.id, &probe.marker)
-        {
-            self.probed = probe.id;
-            probe.record(Instant::now());
+        if let Some(probe) = self.probe_hit(shared, has_marker) {
+            self.record(&probe);
         }
+    }
+
+    /// The current probe, if this response carries it and it was not reported yet.
+    fn probe_hit(
+        &self,
+        shared: &Shared,
+        has_marker: impl FnOnce(u64, &[u8]) -> bool,
+    ) -> Option<Arc<Probe>> {
+        let probe = shared.probe.borrow().clone()?;
+        (probe.id != self.probed && has_marker(probe.id, &probe.marker)).then_some(probe)
+    }
+
+    /// Reports the probe: its response was ACKed just now.
+    fn record(&mut self, probe: &Probe) {
+        self.probed = probe.id;
+        probe.record(Instant::now());
     }
 
     fn check_sync(&mut self, shared: &Shared, complete: bool) {
@@ -80,67 +86,85 @@ impl Progress {
 struct SotwType {
     version: String,
     nonce: String,
-    /// EDS/RDS: names subscribed to.
-    names: BTreeSet<String>,
-    /// Names received so far.
-    received: BTreeSet<String>,
+    /// EDS/RDS: names subscribed to (shared by every stream that follows the same parents),
+    /// and their encoding as `resource_names`.
+    names: Arc<BTreeSet<String>>,
+    encoded_names: Bytes,
+    /// Responses received so far (until the stream is synced).
+    received: Vec<Arc<SotwSummary>>,
     acked: bool,
 }
 
 async fn run_sotw(channel: Channel, id: &str, shared: &Shared) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     // Envoy sends its node only on the first request (Portico's bootstrap sets
     // set_node_on_first_message_only).
-    for (i, type_url) in [CLUSTER, LISTENER].into_iter().enumerate() {
-        let node = (i == 0).then(|| node(id, shared));
-        tx.send(DiscoveryRequest {
-            node,
-            type_url: type_url.into(),
-            ..Default::default()
-        })?;
-    }
-    let mut responses = client
-        .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+    let first = [CLUSTER, LISTENER]
+        .into_iter()
+        .enumerate()
+        .map(|(i, type_url)| {
+            framed(&DiscoveryRequest {
+                node: (i == 0).then(|| node(id, shared)),
+                type_url: type_url.into(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let mut stream = ads::open(channel, ads::SOTW, first)
         .await
-        .context("opening the ADS stream")?
-        .into_inner();
+        .context("opening the ADS stream")?;
     let mut types: BTreeMap<&'static str, SotwType> = BTreeMap::new();
     let mut progress = Progress {
         started,
         synced: false,
         probed: 0,
     };
-    while let Some(response) = responses.message().await.context("ADS stream")? {
-        shared
-            .bytes
-            .fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
+    while let Some(rope) = stream.message().await.context("ADS stream")? {
+        // The message length is the encoded response (without gRPC/HTTP/2 framing).
+        shared.bytes.fetch_add(rope.len() as u64, Ordering::Relaxed);
         shared.responses.fetch_add(1, Ordering::Relaxed);
-        on_sotw_response(&tx, &mut types, shared, &response)?;
+        let response = envelope::sotw(&rope).context("decoding a DiscoveryResponse")?;
+        on_sotw_response(
+            &stream,
+            &mut types,
+            shared,
+            &response,
+            &rope,
+            progress.synced,
+        )?;
         progress.check_probe(shared, |probe, marker| {
             let key = format!("{}@{}", response.type_url, response.version_info);
-            shared
-                .decoder
-                .has_marker(probe, key, marker, response.resources.iter())
+            shared.decoder.has_marker(probe, key, marker, || {
+                envelope::sotw_bodies(&rope).unwrap_or_default()
+            })
         });
-        let complete = [CLUSTER, LISTENER]
-            .iter()
-            .all(|t| types.get(t).is_some_and(|s| s.acked))
-            && [ENDPOINT, ROUTE]
+        if !progress.synced {
+            let complete = [CLUSTER, LISTENER]
                 .iter()
-                .all(|t| types.get(t).is_none_or(|s| s.names.is_subset(&s.received)));
-        progress.check_sync(shared, complete);
+                .all(|t| types.get(t).is_some_and(|s| s.acked))
+                && [ENDPOINT, ROUTE].iter().all(|t| {
+                    types
+                        .get(t)
+                        .is_none_or(|s| shared.decoder.covers(&s.names, &s.received))
+                });
+            progress.check_sync(shared, complete);
+            if progress.synced {
+                for state in types.values_mut() {
+                    state.received = Vec::new();
+                }
+            }
+        }
     }
     anyhow::bail!("server closed the stream")
 }
 
 fn on_sotw_response(
-    tx: &mpsc::UnboundedSender<DiscoveryRequest>,
+    stream: &ads::Stream,
     types: &mut BTreeMap<&'static str, SotwType>,
     shared: &Shared,
-    response: &DiscoveryResponse,
+    response: &SotwEnvelope,
+    rope: &Rope,
+    synced: bool,
 ) -> anyhow::Result<()> {
     let Some(type_url) = [CLUSTER, ENDPOINT, LISTENER, ROUTE]
         .into_iter()
@@ -148,41 +172,36 @@ fn on_sotw_response(
     else {
         anyhow::bail!("unexpected type {}", response.type_url);
     };
-    let summaries = shared
-        .decoder
-        .sotw(type_url, &response.version_info, &response.resources);
+    let summary = shared.decoder.sotw(type_url, &response.version_info, || {
+        envelope::sotw_bodies(rope).unwrap_or_default()
+    });
     // Subscribe to new children before ACKing the parent, as Envoy does while it warms them.
     if let Some(child) = child_type(type_url) {
-        let wanted: BTreeSet<String> = summaries
-            .iter()
-            .flat_map(|s| s.children.iter().cloned())
-            .collect();
         let state = types.entry(child).or_default();
-        if wanted != state.names {
-            state.names = wanted;
-            tx.send(DiscoveryRequest {
-                version_info: state.version.clone(),
-                response_nonce: state.nonce.clone(),
-                type_url: child.into(),
-                resource_names: state.names.iter().cloned().collect(),
-                ..Default::default()
-            })?;
+        if !Arc::ptr_eq(&summary.children, &state.names) && summary.children != state.names {
+            state.names = summary.children.clone();
+            state.encoded_names = summary.children_encoded.clone();
+            stream.send(sotw_request(
+                &state.version,
+                &state.encoded_names,
+                child,
+                &state.nonce,
+            ))?;
         }
     }
     let state = types.entry(type_url).or_default();
-    state.version = response.version_info.clone();
-    state.nonce = response.nonce.clone();
+    state.version.clone_from(&response.version_info);
+    state.nonce.clone_from(&response.nonce);
     state.acked = true;
-    state
-        .received
-        .extend(summaries.iter().map(|s| s.name.clone()));
-    tx.send(DiscoveryRequest {
-        version_info: state.version.clone(),
-        response_nonce: state.nonce.clone(),
-        type_url: type_url.into(),
-        resource_names: state.names.iter().cloned().collect(),
-        ..Default::default()
-    })?;
+    if !synced {
+        state.received.push(summary.clone());
+    }
+    stream.send(sotw_request(
+        &state.version,
+        &state.encoded_names,
+        type_url,
+        &state.nonce,
+    ))?;
     Ok(())
 }
 
@@ -201,62 +220,69 @@ struct DeltaType {
 
 async fn run_delta(channel: Channel, id: &str, shared: &Shared) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
-    for (i, type_url) in [CLUSTER, LISTENER].into_iter().enumerate() {
-        let node = (i == 0).then(|| node(id, shared));
-        tx.send(DeltaDiscoveryRequest {
-            node,
-            type_url: type_url.into(),
-            ..Default::default()
-        })?;
-    }
-    let mut responses = client
-        .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
+    let first = [CLUSTER, LISTENER]
+        .into_iter()
+        .enumerate()
+        .map(|(i, type_url)| {
+            framed(&DeltaDiscoveryRequest {
+                node: (i == 0).then(|| node(id, shared)),
+                type_url: type_url.into(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let mut stream = ads::open(channel, ads::DELTA, first)
         .await
-        .context("opening the delta ADS stream")?
-        .into_inner();
+        .context("opening the delta ADS stream")?;
     let mut types: BTreeMap<&'static str, DeltaType> = BTreeMap::new();
     let mut progress = Progress {
         started,
         synced: false,
         probed: 0,
     };
-    while let Some(response) = responses.message().await.context("delta ADS stream")? {
-        shared
-            .bytes
-            .fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
+    while let Some(rope) = stream.message().await.context("delta ADS stream")? {
+        shared.bytes.fetch_add(rope.len() as u64, Ordering::Relaxed);
         shared.responses.fetch_add(1, Ordering::Relaxed);
-        on_delta_response(&tx, &mut types, shared, &response)?;
-        progress.check_probe(shared, |probe, marker| {
+        let response = envelope::delta(&rope).context("decoding a DeltaDiscoveryResponse")?;
+        // Looked for before the response is taken apart; reported once it is ACKed.
+        let hit = progress.probe_hit(shared, |probe, marker| {
             response.resources.iter().any(|r| {
                 let key = format!("{}@{}@{}", response.type_url, r.name, r.version);
-                shared
-                    .decoder
-                    .has_marker(probe, key, marker, r.resource.iter())
+                shared.decoder.has_marker(probe, key, marker, || {
+                    r.body
+                        .and_then(|b| envelope::delta_body(&rope, b).ok())
+                        .into_iter()
+                        .collect()
+                })
             })
         });
-        let complete = [CLUSTER, LISTENER]
-            .iter()
-            .all(|t| types.get(t).is_some_and(|s| s.answered))
-            && [ENDPOINT, ROUTE].iter().all(|t| {
-                types.get(t).is_none_or(|s| {
-                    s.names
-                        .iter()
-                        .all(|n| s.held.contains_key(n) || s.absent.contains(n))
-                })
-            });
-        progress.check_sync(shared, complete);
+        on_delta_response(&stream, &mut types, shared, response, &rope)?;
+        if let Some(probe) = hit {
+            progress.record(&probe);
+        }
+        if !progress.synced {
+            let complete = [CLUSTER, LISTENER]
+                .iter()
+                .all(|t| types.get(t).is_some_and(|s| s.answered))
+                && [ENDPOINT, ROUTE].iter().all(|t| {
+                    types.get(t).is_none_or(|s| {
+                        s.names
+                            .iter()
+                            .all(|n| s.held.contains_key(n) || s.absent.contains(n))
+                    })
+                });
+            progress.check_sync(shared, complete);
+        }
     }
     anyhow::bail!("server closed the stream")
 }
 
 fn on_delta_response(
-    tx: &mpsc::UnboundedSender<DeltaDiscoveryRequest>,
+    stream: &ads::Stream,
     types: &mut BTreeMap<&'static str, DeltaType>,
     shared: &Shared,
-    response: &DeltaDiscoveryResponse,
+    response: DeltaEnvelope,
+    rope: &Rope,
 ) -> anyhow::Result<()> {
     let Some(type_url) = [CLUSTER, ENDPOINT, LISTENER, ROUTE]
         .into_iter()
@@ -266,21 +292,34 @@ fn on_delta_response(
     };
     let state = types.entry(type_url).or_default();
     state.answered = true;
-    for r in &response.resources {
-        let children =
-            shared
-                .decoder
-                .delta_children(type_url, &r.name, &r.version, r.resource.as_ref());
-        state.absent.remove(&r.name);
-        state
-            .held
-            .insert(r.name.clone(), (r.version.clone(), children));
+    let mut parents_changed = false;
+    let parent = child_type(type_url).is_some();
+    // Only clusters and listeners refer to other resources.
+    let mut children = if parent {
+        shared
+            .decoder
+            .delta_children(type_url, &response.resources, rope)
+            .into_iter()
+    } else {
+        Vec::new().into_iter()
+    };
+    for r in response.resources {
+        let children = children
+            .next()
+            .unwrap_or_else(|| shared.decoder.no_children());
+        if !state.absent.is_empty() {
+            state.absent.remove(&r.name);
+        }
+        let old = state.held.insert(r.name, (r.version, children.clone()));
+        parents_changed |= old.is_none_or(|(_, c)| c != children);
     }
-    for name in &response.removed_resources {
-        state.held.remove(name);
-        state.absent.insert(name.clone());
+    for name in response.removed {
+        parents_changed |= state.held.remove(&name).is_some();
+        state.absent.insert(name);
     }
-    if let Some(child) = child_type(type_url) {
+    if let Some(child) = child_type(type_url)
+        && parents_changed
+    {
         let wanted: BTreeSet<String> = state
             .held
             .values()
@@ -295,18 +334,18 @@ fn on_delta_response(
                 child_state.absent.remove(name);
             }
             child_state.names = wanted;
-            tx.send(DeltaDiscoveryRequest {
+            stream.send(framed(&DeltaDiscoveryRequest {
                 type_url: child.into(),
                 resource_names_subscribe: subscribe,
                 resource_names_unsubscribe: unsubscribe,
                 ..Default::default()
-            })?;
+            }))?;
         }
     }
-    tx.send(DeltaDiscoveryRequest {
+    stream.send(framed(&DeltaDiscoveryRequest {
         type_url: type_url.into(),
         response_nonce: response.nonce.clone(),
         ..Default::default()
-    })?;
+    }))?;
     Ok(())
 }

@@ -16,6 +16,9 @@ pub struct Probe {
     /// Just before the change was written.
     pub started: Instant,
     latencies: Mutex<Vec<Duration>>,
+    /// The count `wait_for` waits for: streams wake the driver only when it is reached, not
+    /// on every ACK (a thousand wakeups per change otherwise).
+    target: AtomicUsize,
     done: Notify,
 }
 
@@ -26,14 +29,21 @@ impl Probe {
             marker: marker.into(),
             started: Instant::now(),
             latencies: Mutex::default(),
+            target: AtomicUsize::new(usize::MAX),
             done: Notify::new(),
         })
     }
 
     /// A stream ACKed the change.
     pub fn record(&self, at: Instant) {
-        lock(&self.latencies).push(at.duration_since(self.started));
-        self.done.notify_waiters();
+        let count = {
+            let mut latencies = lock(&self.latencies);
+            latencies.push(at.duration_since(self.started));
+            latencies.len()
+        };
+        if count >= self.target.load(Ordering::Acquire) {
+            self.done.notify_waiters();
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -46,6 +56,7 @@ impl Probe {
 
     /// Waits until `n` streams have ACKed or `deadline` passed; returns how many had.
     pub async fn wait_for(&self, n: usize, deadline: Duration) -> usize {
+        self.target.store(n, Ordering::Release);
         let until = tokio::time::Instant::now() + deadline;
         loop {
             let notified = self.done.notified();
@@ -71,8 +82,13 @@ pub struct Shared {
     /// Encoded size of every response received (protobuf bytes, without gRPC/HTTP/2 framing).
     pub bytes: AtomicU64,
     pub responses: AtomicU64,
+    /// When the last connection was up, in µs after `Shared::new`.
+    pub connected_us: AtomicU64,
+    created: Instant,
     /// Streams that hold the complete config.
     synced: Mutex<Vec<Duration>>,
+    /// What `wait_synced` waits for (synced + failed), as for [`Probe`].
+    synced_target: AtomicUsize,
     synced_notify: Notify,
     pub failed: AtomicUsize,
     pub errors: Mutex<Vec<String>>,
@@ -86,7 +102,10 @@ impl Shared {
             probe,
             bytes: AtomicU64::new(0),
             responses: AtomicU64::new(0),
+            connected_us: AtomicU64::new(0),
+            created: Instant::now(),
             synced: Mutex::default(),
+            synced_target: AtomicUsize::new(usize::MAX),
             synced_notify: Notify::new(),
             failed: AtomicUsize::new(0),
             errors: Mutex::default(),
@@ -95,12 +114,25 @@ impl Shared {
 
     /// A stream holds its complete initial config, `after` its start.
     pub fn synced(&self, after: Duration) {
-        lock(&self.synced).push(after);
-        self.synced_notify.notify_waiters();
+        let count = {
+            let mut synced = lock(&self.synced);
+            synced.push(after);
+            synced.len()
+        };
+        if count + self.failed.load(Ordering::Relaxed) >= self.synced_target.load(Ordering::Acquire)
+        {
+            self.synced_notify.notify_waiters();
+        }
     }
 
     pub fn sync_times(&self) -> Vec<Duration> {
         lock(&self.synced).clone()
+    }
+
+    /// A connection is up.
+    pub fn connected(&self) {
+        let us = self.created.elapsed().as_micros() as u64;
+        self.connected_us.fetch_max(us, Ordering::Relaxed);
     }
 
     /// A stream ended with an error.
@@ -115,6 +147,7 @@ impl Shared {
 
     /// Waits until `n` streams are synced (or failed), or `deadline` passed.
     pub async fn wait_synced(&self, n: usize, deadline: Duration) -> usize {
+        self.synced_target.store(n, Ordering::Release);
         let until = tokio::time::Instant::now() + deadline;
         loop {
             let notified = self.synced_notify.notified();

@@ -72,6 +72,49 @@ impl Memory {
     }
 }
 
+/// CPU time a process has used (user + system, all threads), from /proc/<pid>/stat.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct CpuTime {
+    pub ms: f64,
+}
+
+impl CpuTime {
+    /// `None` when the process is gone or /proc is not there.
+    pub fn of(pid: u32) -> Option<CpuTime> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces; fields are counted after its closing paren.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        // utime and stime are fields 14 and 15 of the line, in clock ticks (USER_HZ, 100
+        // on Linux).
+        let total = ticks(11)? + ticks(12)?;
+        Some(CpuTime {
+            ms: total as f64 * 10.0,
+        })
+    }
+
+    pub fn since(self, earlier: CpuTime) -> f64 {
+        self.ms - earlier.ms
+    }
+}
+
+/// CPU used by Portico and by the simulator itself, in milliseconds (10 ms resolution).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct CpuSplit {
+    pub portico_ms: f64,
+    pub simulator_ms: f64,
+}
+
+impl fmt::Display for CpuSplit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "portico {:.0} ms, simulator {:.0} ms",
+            self.portico_ms, self.simulator_ms
+        )
+    }
+}
+
 /// Everything `portico-load` measured.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
@@ -92,8 +135,14 @@ pub struct Report {
     pub sync: Latency,
     /// From the first connect until the last stream was synced, ms.
     pub sync_wall_ms: f64,
+    /// From the first connect until the last connection was up, ms.
+    pub connect_wall_ms: f64,
     /// Bytes received by all streams until all were synced.
     pub sync_bytes: u64,
+    /// CPU used from the first connect until all were synced.
+    pub sync_cpu: CpuSplit,
+    /// CPU used per change (the changes' total, pauses included, divided by their number).
+    pub change_cpu: CpuSplit,
     pub changes: Vec<ChangeReport>,
     /// Change -> ACK over every stream and change.
     pub change_ack: Latency,
@@ -150,10 +199,11 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "| full config to all streams (wall) | {:.1} ms |",
-            self.sync_wall_ms
+            "| full config to all streams (wall) | {:.1} ms (all connected after {:.1} ms) |",
+            self.sync_wall_ms, self.connect_wall_ms
         )?;
         writeln!(f, "| per-stream initial sync | {} |", self.sync)?;
+        writeln!(f, "| CPU, initial sync | {} |", self.sync_cpu)?;
         writeln!(
             f,
             "| bytes sent, initial sync | {} ({:.1} KiB/stream) |",
@@ -167,6 +217,7 @@ impl fmt::Display for Report {
             "| change -> all ACKed, per change | {} |",
             self.change_all_acked
         )?;
+        writeln!(f, "| CPU per change | {} |", self.change_cpu)?;
         writeln!(
             f,
             "| bytes sent per change | {per_change} ({:.1} KiB/stream) |",
@@ -211,5 +262,16 @@ mod tests {
     fn reads_own_memory() {
         let m = Memory::of(std::process::id()).expect("/proc/self/status");
         assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib);
+    }
+
+    #[test]
+    fn reads_own_cpu_time() {
+        let before = CpuTime::of(std::process::id()).expect("/proc/self/stat");
+        // Burn a little CPU so the clock-tick counter can move.
+        let mut x = 0u64;
+        while CpuTime::of(std::process::id()).expect("stat").since(before) <= 0.0 {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
     }
 }
