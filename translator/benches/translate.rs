@@ -5,8 +5,11 @@
 //! server then shares across streams).
 //! `full_shared_backends/N`: the same routes spread over 10 Backends (fewer clusters).
 //! `one_route_change/N`: a warm `Translator` alternating between two versions of one route,
-//! encoding through a `render::PackCache`: the cost of producing the new encoded config after
-//! one route changed.
+//! replaced in place (`Resources::remove` + `insert`, as `portico serve` applies a file
+//! change, so the change log answers), encoding through a `render::PackCache` as shared
+//! values (`fleets_to_shared`): the cost of producing the new encoded config after one route
+//! changed. (Before the change log, this bench alternated between two `Resources` and
+//! encoded into owned `Any`s.)
 //! `incremental_noop/N`: the same, given the same input again.
 //!
 //! Run: `cargo bench -p portico-translator --bench translate` (add `-- full/10000` to filter).
@@ -48,20 +51,44 @@ fn config_yaml(routes: usize, backends: usize, changed: bool) -> String {
         );
     }
     for r in 0..routes {
-        let path = if changed && r == 0 {
-            "/r-0-changed".to_string()
-        } else {
-            format!("/r-{r}")
-        };
-        let _ = write!(
-            y,
-            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: r-{r}\n  namespace: bench\n\
-             spec:\n  parentRefs:\n  - name: gw\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: {path}\n\
-             \x20   backendRefs:\n    - group: portico.dev\n      kind: Backend\n      name: be-{}\n      port: 8080\n",
-            r % backends
-        );
+        y.push_str(&route_yaml(r, backends, changed && r == 0));
     }
     y
+}
+
+/// HTTPRoute `r-<r>` as a YAML document (with its leading `---`).
+fn route_yaml(r: usize, backends: usize, changed: bool) -> String {
+    let path = if changed {
+        format!("/r-{r}-changed")
+    } else {
+        format!("/r-{r}")
+    };
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: r-{r}\n  namespace: bench\n\
+         spec:\n  parentRefs:\n  - name: gw\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: {path}\n\
+         \x20   backendRefs:\n    - group: portico.dev\n      kind: Backend\n      name: be-{}\n      port: 8080\n",
+        r % backends
+    )
+}
+
+/// Route 0 as parsed documents: [unchanged, changed].
+fn route_zero(backends: usize) -> [portico_translator::Document; 2] {
+    [false, true].map(|changed| {
+        let (mut docs, problems) =
+            portico_translator::parse_file("bench.yaml", &route_yaml(0, backends, changed));
+        assert!(problems.is_empty() && docs.len() == 1, "{problems:?}");
+        docs.remove(0)
+    })
+}
+
+/// Replaces route 0 in place, as `portico serve` applies a file change: `remove`, `insert`.
+fn flip_route_zero(
+    resources: &mut Resources,
+    versions: &[portico_translator::Document; 2],
+    to: usize,
+) {
+    resources.remove(&versions[to].key);
+    resources.insert("bench.yaml", versions[to].clone());
 }
 
 fn resources(routes: usize, backends: usize, changed: bool) -> Resources {
@@ -94,13 +121,13 @@ fn encode(translation: &Translation) -> usize {
         .sum()
 }
 
-/// `encode` through a `PackCache`: unchanged resources are copied, not re-encoded.
-fn encode_cached(packs: &mut render::PackCache, translation: &Translation) -> usize {
+/// `encode` through a `PackCache`, shared: an unchanged resource costs a pointer copy.
+fn encode_shared(packs: &mut render::PackCache, translation: &Translation) -> usize {
     packs
-        .fleets_to_any(&translation.fleets)
+        .fleets_to_shared(&translation.fleets)
         .iter()
         .flat_map(|(_, resources)| resources)
-        .map(|(_, _, any)| any.value.len())
+        .map(|r| r.any.value.len())
         .sum()
 }
 
@@ -138,29 +165,31 @@ fn full(c: &mut Criterion) {
 
 fn one_route_change(c: &mut Criterion) {
     for n in SIZES {
-        let versions = [resources(n, n, false), resources(n, n, true)];
+        let mut input = resources(n, n, false);
+        let versions = route_zero(n);
         let (options, feedback) = (Options::default(), Feedback::default());
         let mut translator = Translator::new();
         // As `portico serve` does (src/pipeline.rs): the previous translation lives until
         // the next one is encoded.
         let mut packs = render::PackCache::new();
-        let mut previous = translator.translate(&versions[0], &options, &feedback);
-        encode_cached(&mut packs, &previous);
+        let mut previous = translator.translate(&input, &options, &feedback);
+        encode_shared(&mut packs, &previous);
         let mut flip = 0;
         let mut group = configure(c);
         group.bench_function(BenchmarkId::new("one_route_change", n), |b| {
             b.iter(|| {
                 flip ^= 1;
-                let next = translator.translate(&versions[flip], &options, &feedback);
-                let bytes = encode_cached(&mut packs, &next);
+                flip_route_zero(&mut input, &versions, flip);
+                let next = translator.translate(&input, &options, &feedback);
+                let bytes = encode_shared(&mut packs, &next);
                 previous = next;
                 black_box(bytes)
             })
         });
         group.bench_function(BenchmarkId::new("incremental_noop", n), |b| {
             b.iter(|| {
-                let next = translator.translate(&versions[flip], &options, &feedback);
-                let bytes = encode_cached(&mut packs, &next);
+                let next = translator.translate(&input, &options, &feedback);
+                let bytes = encode_shared(&mut packs, &next);
                 previous = next;
                 black_box(bytes)
             })
@@ -225,25 +254,29 @@ fn stages(n: usize) {
         let t4 = t.elapsed();
         eprintln!("stage one {t1:?}, stage two {t2:?}, pack {t3:?} ({n} bytes), drop {t4:?}");
     }
-    let versions = [input, resources(n, n, true)];
+    let mut input = input;
+    let versions = route_zero(n);
     let (options, feedback) = (Options::default(), Feedback::default());
     let mut translator = Translator::new();
     let mut packs = render::PackCache::new();
-    let mut previous = translator.translate(&versions[0], &options, &feedback);
-    encode_cached(&mut packs, &previous);
+    let mut previous = translator.translate(&input, &options, &feedback);
+    encode_shared(&mut packs, &previous);
     let runs = if full_runs == 0 { 30 } else { 6 };
     for i in 0..runs {
         let t = Instant::now();
-        let next = translator.translate(&versions[(i + 1) % 2], &options, &feedback);
+        flip_route_zero(&mut input, &versions, (i + 1) % 2);
+        let t0 = t.elapsed();
+        let t = Instant::now();
+        let next = translator.translate(&input, &options, &feedback);
         let t1 = t.elapsed();
         let t = Instant::now();
-        let bytes = encode_cached(&mut packs, &next);
+        let bytes = encode_shared(&mut packs, &next);
         let t2 = t.elapsed();
         let t = Instant::now();
         drop(std::mem::replace(&mut previous, next));
         let t3 = t.elapsed();
         eprintln!(
-            "one route change: translate {t1:?}, pack {t2:?} ({bytes} bytes), drop {t3:?}, {:?}",
+            "one route change: edit {t0:?}, translate {t1:?}, pack {t2:?} ({bytes} bytes), drop {t3:?}, {:?}",
             translator.last_reuse()
         );
     }

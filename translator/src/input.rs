@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use crate::backend_kind::Backend;
+use crate::changes::{ChangeLog, KINDS, Sizes};
 use crate::problem::{Problem, ProblemKind, Severity};
 
 /// Every input object, by kind.
@@ -46,6 +47,11 @@ pub struct Resources {
     /// document's, a hash of its text); an object without one is treated as changed on
     /// every call, so a source that supplies none is merely slower, never wrong.
     pub revisions: BTreeMap<ObjectKey, u64>,
+    /// What `insert` and `remove` changed, for `Translator` (see `changes`). Direct edits of
+    /// the fields above are allowed: a change in any list's or map's size makes `Translator`
+    /// compare everything instead. An edit that keeps every size (replacing an object in
+    /// place) must also replace its revision and go through `remove` + `insert`.
+    log: ChangeLog,
 }
 
 /// Identifies an input object. `namespace` is empty for cluster-scoped kinds.
@@ -117,9 +123,13 @@ pub struct Document {
 }
 
 impl Resources {
-    /// Adds a parsed document, remembering where it came from.
+    /// Adds a parsed document, remembering where it came from. An object with the same key
+    /// stays (a duplicate): `remove` it first to replace it.
     pub fn insert(&mut self, file: &str, doc: Document) {
-        self.revisions.insert(doc.key.clone(), doc.revision);
+        let revised = self
+            .revisions
+            .insert(doc.key.clone(), doc.revision)
+            .is_none();
         self.sources.insert(
             doc.key.clone(),
             SourceLocation {
@@ -145,6 +155,84 @@ impl Resources {
             Object::Namespace(o) => self.namespaces.push(o),
             Object::Backend(o) => self.backends.push(o),
         }
+        let (revisions, sources) = (self.revisions.len(), self.sources.len());
+        self.log
+            .record(&doc.key, 1, isize::from(revised), revisions, sources);
+    }
+
+    /// Removes every object with this key, its source and its revision; returns how many
+    /// objects it removed.
+    pub fn remove(&mut self, key: &ObjectKey) -> usize {
+        self.sources.remove(key);
+        let revised = self.revisions.remove(key).is_some();
+        // The parser sets metadata.namespace to the key's namespace for namespaced kinds.
+        macro_rules! drop_from {
+            ($list:expr) => {{
+                let before = $list.len();
+                $list.retain(|o| {
+                    o.metadata.name.as_deref() != Some(key.name.as_str())
+                        || o.metadata.namespace.as_deref().unwrap_or("") != key.namespace
+                });
+                before - $list.len()
+            }};
+        }
+        let removed = match key.kind.as_str() {
+            "GatewayClass" => drop_from!(self.gateway_classes),
+            "Gateway" => drop_from!(self.gateways),
+            "ListenerSet" => drop_from!(self.listener_sets),
+            "HTTPRoute" => drop_from!(self.http_routes),
+            "GRPCRoute" => drop_from!(self.grpc_routes),
+            "TLSRoute" => drop_from!(self.tls_routes),
+            "TCPRoute" => drop_from!(self.tcp_routes),
+            "UDPRoute" => drop_from!(self.udp_routes),
+            "ReferenceGrant" => drop_from!(self.reference_grants),
+            "BackendTLSPolicy" => drop_from!(self.backend_tls_policies),
+            "Service" => drop_from!(self.services),
+            "EndpointSlice" => drop_from!(self.endpoint_slices),
+            "Secret" => drop_from!(self.secrets),
+            "ConfigMap" => drop_from!(self.config_maps),
+            "Namespace" => drop_from!(self.namespaces),
+            "Backend" => drop_from!(self.backends),
+            _ => 0,
+        };
+        let (revisions, sources) = (self.revisions.len(), self.sources.len());
+        self.log.record(
+            key,
+            -(removed as isize),
+            -isize::from(revised),
+            revisions,
+            sources,
+        );
+        removed
+    }
+
+    /// The change log, when the lists still have the sizes it recorded (no direct edit
+    /// changed a size); `Translator` compares everything otherwise.
+    pub fn changes(&self) -> Option<&ChangeLog> {
+        let sizes = Sizes {
+            kinds: [
+                self.gateway_classes.len(),
+                self.gateways.len(),
+                self.listener_sets.len(),
+                self.http_routes.len(),
+                self.grpc_routes.len(),
+                self.tls_routes.len(),
+                self.tcp_routes.len(),
+                self.udp_routes.len(),
+                self.reference_grants.len(),
+                self.backend_tls_policies.len(),
+                self.services.len(),
+                self.endpoint_slices.len(),
+                self.secrets.len(),
+                self.config_maps.len(),
+                self.namespaces.len(),
+                self.backends.len(),
+            ],
+            revisions: self.revisions.len(),
+            sources: self.sources.len(),
+        };
+        debug_assert_eq!(sizes.kinds.len(), KINDS.len());
+        self.log.matches(&sizes).then_some(&self.log)
     }
 
     /// Parses a whole text and inserts every document that parsed (tests and examples).

@@ -19,8 +19,9 @@ pub struct Fleet {
     pub addresses: Vec<String>,
     /// One per port, sorted by port.
     pub ports: Vec<Port>,
-    /// By name (shared with `Translator`'s memo).
-    pub clusters: BTreeMap<String, std::sync::Arc<Cluster>>,
+    /// By name (shared with `Translator`'s memo, which hands out the previous call's map
+    /// again while it holds the same clusters).
+    pub clusters: std::sync::Arc<BTreeMap<String, std::sync::Arc<Cluster>>>,
     /// Certificates served by listeners, by name.
     pub secrets: BTreeMap<String, TlsSecret>,
     /// Gateway spec.infrastructure labels and annotations, for the fleet's listeners and
@@ -59,7 +60,8 @@ pub struct Port {
     /// TCP / UDP: where the traffic goes (first accepted route wins).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamRoute>,
-    pub origins: Vec<ObjectKey>,
+    /// Sorted. Shared: `Translator` hands out the previous call's list again while equal.
+    pub origins: std::sync::Arc<Vec<ObjectKey>>,
 }
 
 /// An SNI-selected filter chain.
@@ -308,7 +310,7 @@ pub enum UpstreamProtocol {
     Stream,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Cluster {
     pub name: String,
     pub protocol: UpstreamProtocol,
@@ -318,7 +320,7 @@ pub struct Cluster {
     pub origins: Vec<ObjectKey>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub enum Discovery {
     /// EDS over ADS, with these endpoints.
     Eds(Vec<Endpoint>),
@@ -332,7 +334,7 @@ pub enum Endpoint {
     Unix { path: String },
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct UpstreamTls {
     pub sni: String,
     /// PEM bundle of trusted CAs; None = system trust store.

@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 pub mod backend_kind;
+pub mod changes;
 pub mod input;
 pub mod ir;
 pub mod problem;

@@ -113,8 +113,9 @@ pub fn fleet_to_any(fleet: &FleetConfig) -> Vec<(String, String, Any)> {
 /// resource, so an address is never reused while its entry lives.
 #[derive(Default)]
 pub struct PackCache {
-    prev: PtrMap<Packed>,
-    next: PtrMap<Packed>,
+    /// By address, with the call that last used the entry.
+    packed: PtrMap<(u64, Packed)>,
+    stamp: u64,
 }
 
 /// A map keyed by addresses (`Arc::as_ptr`): tens of thousands of lookups per call, where
@@ -143,10 +144,41 @@ impl Hasher for PtrHasher {
     }
 }
 
-type Packed = (Arc<dyn std::any::Any + Send + Sync>, Any);
+/// A cached encoding: the resource it encodes (kept alive so that its address is not
+/// reused), and the shared packed form.
+type Packed = (Arc<dyn std::any::Any + Send + Sync>, SharedResource);
 
 /// (type URL, resource name, packed resource), as `fleet_to_any` returns them.
 pub type PackedResource = (String, String, Any);
+
+/// One packed resource, shared: a clone copies three pointers. `PackCache` hands out the same
+/// `Arc`s again for a resource it saw in the previous call, so an unchanged resource costs a
+/// pointer copy, and consumers can tell it is unchanged with `Arc::ptr_eq`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedResource {
+    pub type_url: &'static str,
+    pub name: Arc<str>,
+    pub any: Arc<Any>,
+}
+
+impl SharedResource {
+    fn new(type_url: &'static str, name: &str, any: Any) -> Self {
+        SharedResource {
+            type_url,
+            name: name.into(),
+            any: Arc::new(any),
+        }
+    }
+
+    /// The owned form `fleet_to_any` gives.
+    pub fn to_owned_parts(&self) -> PackedResource {
+        (
+            self.type_url.to_string(),
+            self.name.to_string(),
+            self.any.as_ref().clone(),
+        )
+    }
+}
 
 impl PackCache {
     pub fn new() -> Self {
@@ -154,59 +186,82 @@ impl PackCache {
     }
 
     /// `fleet_to_any` for every fleet of one translation, reusing the encodings of resources
-    /// the previous call saw; encodings of resources no longer used are forgotten.
+    /// the previous call saw; encodings of resources no longer used are forgotten. Copies
+    /// every encoding: `fleets_to_shared` does not.
     pub fn fleets_to_any<'a>(
         &mut self,
         fleets: impl IntoIterator<Item = (&'a String, &'a FleetConfig)>,
     ) -> Vec<(String, Vec<PackedResource>)> {
+        self.fleets_to_shared(fleets)
+            .into_iter()
+            .map(|(name, list)| {
+                (
+                    name,
+                    list.iter().map(SharedResource::to_owned_parts).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Like `fleets_to_any` (same resources, same order), as shared values.
+    pub fn fleets_to_shared<'a>(
+        &mut self,
+        fleets: impl IntoIterator<Item = (&'a String, &'a FleetConfig)>,
+    ) -> Vec<(String, Vec<SharedResource>)> {
         let out = fleets
             .into_iter()
-            .map(|(name, fleet)| (name.clone(), self.fleet_to_any(fleet)))
+            .map(|(name, fleet)| (name.clone(), self.fleet_to_shared(fleet)))
             .collect();
-        self.prev = std::mem::take(&mut self.next);
+        let stamp = self.stamp;
+        self.packed.retain(|_, e| e.0 == stamp);
+        self.stamp += 1;
         out
     }
 
-    fn fleet_to_any(&mut self, fleet: &FleetConfig) -> Vec<PackedResource> {
-        let mut out = Vec::new();
+    fn fleet_to_shared(&mut self, fleet: &FleetConfig) -> Vec<SharedResource> {
+        let mut out = Vec::with_capacity(
+            fleet.listeners.len()
+                + fleet.routes.len()
+                + fleet.clusters.len()
+                + fleet.endpoints.len()
+                + fleet.secrets.len(),
+        );
         for l in &fleet.listeners {
-            out.push((LISTENER.to_string(), l.name.clone(), self.pack(l)));
+            out.push(self.pack_with(l, LISTENER, |l| &l.name, pack));
         }
         for r in &fleet.routes {
-            out.push((
-                ROUTE.to_string(),
-                r.name.clone(),
-                self.pack_with(r, |r| r.pack()),
-            ));
+            out.push(self.pack_with(r, ROUTE, |r| &r.name, |r| r.pack()));
         }
         for c in &fleet.clusters {
-            out.push((CLUSTER.to_string(), c.name.clone(), self.pack(c)));
+            out.push(self.pack_with(c, CLUSTER, |c| &c.name, pack));
         }
         for e in &fleet.endpoints {
-            out.push((ENDPOINT.to_string(), e.cluster_name.clone(), self.pack(e)));
+            out.push(self.pack_with(e, ENDPOINT, |e| &e.cluster_name, pack));
         }
         for s in &fleet.secrets {
-            out.push((SECRET.to_string(), s.name.clone(), self.pack(s)));
+            out.push(self.pack_with(s, SECRET, |s| &s.name, pack));
         }
         out
     }
 
-    fn pack<T: Message + Name + Send + Sync + 'static>(&mut self, m: &Arc<T>) -> Any {
-        self.pack_with(m, |m| pack(m))
-    }
-
-    fn pack_with<T: Send + Sync + 'static>(&mut self, m: &Arc<T>, pack: impl Fn(&T) -> Any) -> Any {
+    fn pack_with<T: Send + Sync + 'static>(
+        &mut self,
+        m: &Arc<T>,
+        type_url: &'static str,
+        name: impl Fn(&T) -> &String,
+        pack: impl Fn(&T) -> Any,
+    ) -> SharedResource {
         let key = Arc::as_ptr(m) as *const () as usize;
-        let entry = match self.prev.remove(&key).or_else(|| self.next.remove(&key)) {
-            Some(e) => e,
-            None => (
-                m.clone() as Arc<dyn std::any::Any + Send + Sync>,
-                pack(m.as_ref()),
-            ),
-        };
-        let any = entry.1.clone();
-        self.next.insert(key, entry);
-        any
+        let stamp = self.stamp;
+        let entry = self.packed.entry(key).or_insert_with(|| {
+            let packed = SharedResource::new(type_url, name(m), pack(m.as_ref()));
+            (
+                stamp,
+                (m.clone() as Arc<dyn std::any::Any + Send + Sync>, packed),
+            )
+        });
+        entry.0 = stamp;
+        entry.1.1.clone()
     }
 }
 

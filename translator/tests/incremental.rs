@@ -377,3 +377,145 @@ fn generated_edits() {
         );
     }
 }
+
+/// Turns `res` into `text`'s objects in place, as a source applying a change does: `remove`
+/// every key whose documents differ, then `insert` their new documents (in their order).
+fn morph(res: &mut Resources, text: &str) {
+    let (docs, _) = portico_translator::parse_file("in.yaml", text);
+    let mut wanted: std::collections::BTreeMap<_, Vec<u64>> = Default::default();
+    for d in &docs {
+        wanted.entry(d.key.clone()).or_default().push(d.revision);
+    }
+    let mut have: std::collections::BTreeMap<_, Vec<u64>> = Default::default();
+    for (key, rev) in &res.revisions {
+        have.entry(key.clone()).or_default().push(*rev);
+    }
+    let differ: Vec<_> = have
+        .keys()
+        .chain(wanted.keys())
+        .filter(|k| have.get(*k) != wanted.get(*k) || wanted.get(*k).is_some_and(|r| r.len() > 1))
+        .cloned()
+        .collect();
+    for key in &differ {
+        res.remove(key);
+    }
+    for d in docs {
+        if differ.contains(&d.key) {
+            res.insert("in.yaml", d);
+        }
+    }
+}
+
+/// The same edits as `goldens_with_edits` and `generated_edits`, applied in place through
+/// `Resources::remove` and `insert`: the translator follows the change log.
+#[test]
+fn edits_in_place_follow_the_change_log() {
+    let options = Options::default();
+    let feedback = Feedback::default();
+    let mut t: State = (Translator::new(), PackCache::new());
+    let mut res = Resources::default();
+    for (name, text) in goldens() {
+        morph(&mut res, &text);
+        check(&mut t, &res, &options, &feedback, &name);
+        let docs = documents(&text);
+        for i in 0..docs.len() {
+            let mut without = docs.clone();
+            let removed = without.remove(i);
+            morph(&mut res, &join(&without));
+            check(
+                &mut t,
+                &res,
+                &options,
+                &feedback,
+                &format!("{name} without {i}"),
+            );
+            without.push(removed);
+            morph(&mut res, &join(&without));
+            check(
+                &mut t,
+                &res,
+                &options,
+                &feedback,
+                &format!("{name} {i} last"),
+            );
+        }
+    }
+    let base = world(12, "");
+    morph(&mut res, &base);
+    check(&mut t, &res, &options, &feedback, "world");
+    check(&mut t, &res, &options, &feedback, "world again");
+    assert_eq!(t.0.last_reuse().routes_compiled, 0, "nothing changed");
+    for edit in [
+        "modify",
+        "remove",
+        "add",
+        "new-backend",
+        "service",
+        "slice",
+        "backend",
+        "grant",
+        "configmap",
+        "policy",
+        "secret",
+        "listener",
+        "namespace",
+    ] {
+        morph(&mut res, &world(12, edit));
+        check(&mut t, &res, &options, &feedback, edit);
+        let reuse = t.0.last_reuse();
+        assert!(reuse.change_log, "{edit}: {reuse:?}");
+        match edit {
+            "modify" | "new-backend" => assert_eq!(reuse.routes_compiled, 1, "{edit}: {reuse:?}"),
+            "slice" => assert_eq!(reuse.routes_compiled, 0, "{edit}: {reuse:?}"),
+            "service" | "backend" => assert_eq!(reuse.routes_compiled, 4, "{edit}: {reuse:?}"),
+            _ => {}
+        }
+        morph(&mut res, &base);
+        check(&mut t, &res, &options, &feedback, &format!("{edit} undone"));
+    }
+}
+
+/// Copies of one `Resources` edited apart, direct edits of its lists, and duplicate keys:
+/// the log cannot answer for those (or says so), and the output stays right.
+#[test]
+fn change_log_fallbacks() {
+    let options = Options::default();
+    let feedback = Feedback::default();
+    let mut t: State = (Translator::new(), PackCache::new());
+    let mut a = parse(&world(12, ""));
+    check(&mut t, &a, &options, &feedback, "a");
+    let mut b = a.clone();
+    morph(&mut a, &world(12, "modify"));
+    morph(&mut b, &world(12, "service"));
+    check(&mut t, &a, &options, &feedback, "a modified");
+    assert!(t.0.last_reuse().change_log);
+    check(&mut t, &b, &options, &feedback, "b, a copy edited apart");
+    assert!(!t.0.last_reuse().change_log);
+    check(&mut t, &a, &options, &feedback, "a again");
+    assert!(!t.0.last_reuse().change_log);
+    check(&mut t, &a, &options, &feedback, "a once more");
+    assert!(t.0.last_reuse().change_log);
+    // A direct edit that changes a list's size.
+    let extra = a.http_routes[0].clone();
+    a.http_routes.push(extra);
+    check(&mut t, &a, &options, &feedback, "pushed directly");
+    assert!(!t.0.last_reuse().change_log);
+    a.http_routes.pop();
+    check(&mut t, &a, &options, &feedback, "popped directly");
+    // A duplicate key through `insert`.
+    let (docs, _) = portico_translator::parse_file("in.yaml", &world(12, "modify"));
+    let route = docs
+        .iter()
+        .find(|d| d.key.kind == "HTTPRoute")
+        .unwrap()
+        .clone();
+    a.insert("dup.yaml", route.clone());
+    check(&mut t, &a, &options, &feedback, "duplicate");
+    check(&mut t, &a, &options, &feedback, "duplicate again");
+    a.remove(&route.key);
+    check(&mut t, &a, &options, &feedback, "duplicate removed");
+    a.insert("in.yaml", route);
+    check(&mut t, &a, &options, &feedback, "restored");
+    a.revisions.clear();
+    check(&mut t, &a, &options, &feedback, "revisions cleared");
+}

@@ -36,7 +36,7 @@ pub struct Resolved {
 
 /// A cluster as route compilation leaves it: everything but what EndpointSlices contribute,
 /// so that compiled routes stay valid while endpoints churn (`finish` adds them).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClusterEntry {
     pub cluster: Cluster,
     /// A Service cluster's EndpointSlices: (namespace, service, port name, whether their
@@ -147,7 +147,7 @@ pub fn resolve(
         return portico_backend(ctx, &ns, r, traffic, clusters);
     }
     ctx.note_lookup("Service", &ns, &r.name);
-    let Some(svc) = ctx.services.get(&(ns.clone(), r.name.clone())) else {
+    let Some(svc) = ctx.service(&ns, &r.name) else {
         return Err(RefError::new(
             "BackendNotFound",
             format!("Service {ns}/{} does not exist", r.name),
@@ -276,7 +276,7 @@ fn portico_backend(
     clusters: &mut ClusterMap,
 ) -> Result<Resolved, RefError> {
     ctx.note_lookup(crate::backend_kind::KIND, ns, &r.name);
-    let Some(backend) = ctx.backends.get(&(ns.to_string(), r.name.clone())) else {
+    let Some(backend) = ctx.backend(ns, &r.name) else {
         return Err(RefError::new(
             "BackendNotFound",
             format!("Backend {ns}/{} does not exist", r.name),

@@ -1,7 +1,9 @@
 //! Assembles each Gateway's IR fleet from its listeners and the routes attached to them.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use crate::input::ObjectKey;
 use crate::ir::{self, Action, Fleet, Port, PortProtocol, TlsChain};
@@ -47,13 +49,13 @@ pub fn host_rank(h: Option<&str>) -> (u8, Reverse<usize>) {
     }
 }
 
-pub fn fleet(
+pub fn fleet<'a>(
     gw_index: usize,
     gw: &GatewayModel,
     routes: &[std::sync::Arc<Compiled>],
     placements: &Placements,
     streams: &StreamPlacements,
-    clusters: &BTreeMap<String, std::sync::Arc<ir::Cluster>>,
+    clusters: &'a BTreeMap<String, Arc<ir::Cluster>>,
     mut memo: Option<&mut VhostMemo>,
 ) -> Fleet {
     let mut fleet = Fleet {
@@ -92,7 +94,7 @@ pub fn fleet(
             virtual_hosts: Vec::new(),
             tls_chains: Vec::new(),
             stream: None,
-            origins: Vec::new(),
+            origins: Default::default(),
         };
         let mut origins = BTreeSet::new();
         origins.insert(gw.key.clone());
@@ -171,10 +173,16 @@ pub fn fleet(
             .collect();
         refs.sort();
         refs.dedup();
-        p.origins = refs.into_iter().cloned().collect();
+        p.origins = match memo.as_deref_mut() {
+            Some(m) => m.port_origins(&gw.key, &p.name, &refs),
+            None => std::sync::Arc::new(refs.into_iter().cloned().collect()),
+        };
         fleet.ports.push(p);
     }
-    let mut names: Vec<&str> = used_clusters.iter().map(String::as_str).collect();
+    // A set, not a sort: the routes name their clusters in precedence order, and sorting
+    // thousands of names costs more than hashing them.
+    let mut names: HashSet<&str, BuildHasherDefault<StrHasher>> = HashSet::default();
+    names.extend(used_clusters.iter().map(String::as_str));
     for r in fleet
         .ports
         .iter()
@@ -186,24 +194,40 @@ pub fn fleet(
         }
         names.extend(r.mirrors.iter().map(|m| m.cluster.as_str()));
     }
-    names.sort_unstable();
-    names.dedup();
-    let mut used = Vec::with_capacity(names.len());
-    for name in names {
-        if let Some((name, c)) = clusters.get_key_value(name) {
-            let mut c = c.clone();
-            // The Gateway's backend client certificate goes on every TLS connection it makes.
-            if let (true, Some(cert)) = (c.tls.is_some(), &gw.backend_client_cert) {
-                if let Some(tls) = std::sync::Arc::make_mut(&mut c).tls.as_mut() {
-                    tls.client_certificate = Some(cert.clone());
-                }
-                used_secrets.insert(cert.clone());
+    let mut used: Vec<(&String, Arc<ir::Cluster>)> = Vec::with_capacity(names.len());
+    let mut add = |name: &'a String, c: &Arc<ir::Cluster>| {
+        let mut c = c.clone();
+        // The Gateway's backend client certificate goes on every TLS connection it makes.
+        if let (true, Some(cert)) = (c.tls.is_some(), &gw.backend_client_cert) {
+            if let Some(tls) = Arc::make_mut(&mut c).tls.as_mut() {
+                tls.client_certificate = Some(cert.clone());
             }
-            used.push((name.clone(), c));
+            used_secrets.insert(cert.clone());
+        }
+        used.push((name, c));
+    };
+    // In name order: one walk over all clusters when the fleet uses a good share of them,
+    // else a lookup per (sorted) name.
+    if names.len() * 4 >= clusters.len() {
+        for (n, c) in clusters {
+            if names.contains(n.as_str()) {
+                add(n, c);
+            }
+        }
+    } else {
+        let mut sorted: Vec<&str> = names.into_iter().collect();
+        sorted.sort_unstable();
+        for name in sorted {
+            if let Some((n, c)) = clusters.get_key_value(name) {
+                add(n, c);
+            }
         }
     }
-    // In name order: a bulk build.
-    fleet.clusters = used.into_iter().collect();
+    fleet.clusters = match memo {
+        Some(m) => m.fleet_clusters(&gw.key, used),
+        // In name order: a bulk build.
+        None => Arc::new(used.into_iter().map(|(n, c)| (n.clone(), c)).collect()),
+    };
     for name in used_secrets {
         if let Some(s) = gw.secrets.get(&name) {
             fleet.secrets.insert(name, s.clone());
@@ -257,5 +281,19 @@ fn tls_chains(
                 },
             });
         }
+    }
+}
+
+/// xxh3 for short strings: much cheaper than SipHash for sets of thousands of names.
+#[derive(Default)]
+struct StrHasher(u64);
+
+impl Hasher for StrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
     }
 }

@@ -1,6 +1,9 @@
 //! Indexes over the input that every stage-one step looks things up in.
 
-use std::collections::BTreeMap;
+use std::cell::{Cell, OnceCell};
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -48,10 +51,10 @@ pub struct Ctx<'a> {
     pub res: &'a Resources,
     pub problems: Vec<Problem>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
-    pub services: BTreeMap<NsName, &'a Service>,
+    services: Lookup<'a, Service>,
     /// By (namespace, service name), from the kubernetes.io/service-name label.
     pub slices: BTreeMap<NsName, Vec<&'a EndpointSlice>>,
-    pub backends: BTreeMap<NsName, &'a Backend>,
+    backends: Lookup<'a, Backend>,
     pub secrets: BTreeMap<NsName, &'a Secret>,
     pub config_maps: BTreeMap<NsName, &'a ConfigMap>,
     grants: Vec<Grant>,
@@ -69,7 +72,63 @@ fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
     )
 }
 
+/// Objects by (namespace, name), indexed on demand: a call that compiles a route or two looks
+/// a few up, and scanning the list is cheaper than indexing thousands of objects.
+struct Lookup<'a, T> {
+    list: &'a [T],
+    meta: fn(&T) -> &ObjectMeta,
+    scans: Cell<usize>,
+    index: OnceCell<HashMap<(&'a str, &'a str), &'a T>>,
+}
+
+/// Lookups answered by scanning before the index is built.
+const SCANS: usize = 8;
+
+impl<'a, T> Lookup<'a, T> {
+    fn new(list: &'a [T], meta: fn(&T) -> &ObjectMeta) -> Self {
+        Lookup {
+            list,
+            meta,
+            scans: Cell::new(0),
+            index: OnceCell::new(),
+        }
+    }
+
+    /// The last object with this namespace and name (as an index built in order keeps).
+    fn get(&self, namespace: &str, name: &str) -> Option<&'a T> {
+        let names = |o: &'a T| {
+            let meta = (self.meta)(o);
+            (
+                meta.namespace.as_deref().unwrap_or("default"),
+                meta.name.as_deref().unwrap_or_default(),
+            )
+        };
+        if self.index.get().is_none() && self.scans.get() < SCANS {
+            self.scans.set(self.scans.get() + 1);
+            return self
+                .list
+                .iter()
+                .rev()
+                .find(|o| names(o) == (namespace, name));
+        }
+        let index = self
+            .index
+            .get_or_init(|| self.list.iter().map(|o| (names(o), o)).collect());
+        index.get(&(namespace, name)).copied()
+    }
+}
+
 impl<'a> Ctx<'a> {
+    /// A Service by namespace and name.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&'a Service> {
+        self.services.get(namespace, name)
+    }
+
+    /// A Portico Backend by namespace and name.
+    pub fn backend(&self, namespace: &str, name: &str) -> Option<&'a Backend> {
+        self.backends.get(namespace, name)
+    }
+
     pub fn new(res: &'a Resources) -> Self {
         let mut namespace_labels = BTreeMap::new();
         for ns in &res.namespaces {
@@ -105,17 +164,9 @@ impl<'a> Ctx<'a> {
             res,
             problems: Vec::new(),
             namespace_labels,
-            services: res
-                .services
-                .iter()
-                .map(|s| (ns_name(&s.metadata), s))
-                .collect(),
+            services: Lookup::new(&res.services, |s| &s.metadata),
             slices,
-            backends: res
-                .backends
-                .iter()
-                .map(|b| (ns_name(&b.metadata), b))
-                .collect(),
+            backends: Lookup::new(&res.backends, |b| &b.metadata),
             secrets: res
                 .secrets
                 .iter()

@@ -15,7 +15,10 @@
 //!
 //! A kind's generation is a hash of its objects' keys (in input order) and revisions. If any
 //! object of the kind has no revision (or the revisions name other objects), the generation
-//! is fresh on every call: nothing that depends on the kind is reused.
+//! is fresh on every call: nothing that depends on the kind is reused. When the input's
+//! change log (`crate::changes`) can say what changed since the last call, a kind keeps its
+//! generation unless one of its keys changed (then it gets a fresh one), and only changed
+//! route, Service and Backend revisions are looked up: no walk over every revision.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
+use crate::changes::{ChangeLog, KINDS, kind_index};
 use crate::input::{ObjectKey, Resources};
 use crate::resolve::attach::ParentOutcome;
 use crate::resolve::backends::ClusterEntry;
@@ -56,13 +60,12 @@ pub struct RouteMemo {
     pub stamp: u64,
 }
 
-/// A finished cluster, valid while its compiled form is the same `Arc` and (for a cluster
-/// with EndpointSlices) the slices generation is the same.
+/// The last call's finished clusters, and for each (in name order) the compiled form and the
+/// slices generation it was finished from: valid while the compiled form is the same (`Arc`
+/// or content) and, for a cluster with EndpointSlices, the slices generation is.
 pub struct ClusterMemo {
-    pub entry: Arc<ClusterEntry>,
-    pub slices: u64,
-    pub finished: Arc<crate::ir::Cluster>,
-    pub stamp: u64,
+    pub finished: crate::resolve::routes::Finished,
+    pub entries: Vec<(Arc<ClusterEntry>, u64)>,
 }
 
 /// For each entry of a status list, the memoised attachment it came from (if any).
@@ -76,6 +79,21 @@ pub struct Generations {
     pub slices: u64,
 }
 
+/// What the change log says about routes this call.
+pub struct FastPath {
+    /// Key hashes of the HTTPRoutes and GRPCRoutes that changed, sorted.
+    routes: Vec<u64>,
+    /// Whether any Service or Backend changed (or they cannot be compared).
+    deps_changed: bool,
+}
+
+impl FastPath {
+    /// Whether neither the route nor any Service or Backend changed since the last call.
+    pub fn unchanged(&self, route: u64) -> bool {
+        !self.deps_changed && self.routes.binary_search(&route).is_err()
+    }
+}
+
 /// How much of the last call was reused (for tests and benchmarks).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reuse {
@@ -86,6 +104,8 @@ pub struct Reuse {
     pub clusters_reused: usize,
     /// (listener, route) pairs whose virtual host entries were reused.
     pub route_entries_reused: usize,
+    /// Whether the input's change log said what changed (else every revision was compared).
+    pub change_log: bool,
 }
 
 #[derive(Default)]
@@ -94,14 +114,20 @@ pub struct Memo {
     pub vhosts: crate::resolve::vhost::VhostMemo,
     /// By key hash (`key_hash`); the entry's key is checked on every hit.
     pub routes: HashMap<u64, RouteMemo>,
-    pub clusters: HashMap<String, ClusterMemo>,
+    pub clusters: Option<ClusterMemo>,
     stamp: u64,
     /// Makes generations of kinds without usable revisions unique.
     volatile: u64,
     /// The last status list, and which memoised attachment each entry came from.
     statuses: Option<(Arc<Vec<ObjectStatus>>, StatusSources)>,
     /// Route revisions of this call, by key hash.
-    revisions: HashMap<u64, Option<u64>>,
+    revisions: HashMap<u64, u64>,
+    /// The change-log state of the input the last call saw (`Resources::changes`).
+    seen: Option<u64>,
+    /// Each kind's generation (by `changes::KINDS` index) as of the last call.
+    kinds: [u64; KINDS.len()],
+    /// This call's changed routes, when the change log told them and no key is duplicated.
+    pub fast: Option<FastPath>,
     /// Service and Backend revisions of this call, by key hash.
     dep_revisions: HashMap<u64, u64>,
 }
@@ -128,6 +154,10 @@ pub fn meta_names(meta: &ObjectMeta, namespaced: bool) -> (&str, &str) {
         ""
     };
     (ns, meta.name.as_deref().unwrap_or_default())
+}
+
+fn metas<T>(list: &[T], meta: impl Fn(&T) -> &ObjectMeta) -> Vec<&ObjectMeta> {
+    list.iter().map(meta).collect()
 }
 
 /// Spreads a key hash so that sums of many hashes identify the set.
@@ -198,95 +228,30 @@ impl Memo {
             .all(|(h, rev)| self.dep_revisions.get(h).copied() == *rev)
     }
 
-    /// Computes this call's generations and route revisions.
+    /// Computes this call's generations and route revisions: from the change log when the
+    /// input can say what changed since the last call, else by comparing every revision.
     pub fn begin(
         &mut self,
         res: &Resources,
         options: &Options,
         feedback: &Feedback,
     ) -> Generations {
-        let volatile = self.volatile;
-        let services = self.kind_generation(
-            res,
-            "Service",
-            true,
-            res.services.iter().map(|o| &o.metadata),
-        );
-        let backends = self.kind_generation(
-            res,
-            crate::backend_kind::KIND,
-            true,
-            res.backends.iter().map(|o| &o.metadata),
-        );
-        // Routes depend on the Services and Backends they look up, by revision; only when
-        // those kinds lack usable revisions do all routes depend on all of them.
-        let lookups = if self.volatile != volatile {
-            services ^ backends.rotate_left(1)
-        } else {
-            0
+        self.reuse = Reuse::default();
+        self.fast = None;
+        let log = res.changes();
+        let changed = match (self.seen, log) {
+            (Some(seen), Some(log)) => log.since(seen),
+            _ => None,
         };
-        self.dep_revisions.clear();
-        for kind in ["Service", crate::backend_kind::KIND] {
-            let start = ObjectKey::new(kind, "", "");
-            for (key, rev) in res.revisions.range(start..) {
-                if key.kind != kind {
-                    break;
-                }
-                let h = key_hash(kind, &key.namespace, &key.name);
-                self.dep_revisions.insert(h, *rev);
+        let lookups = match (changed, log) {
+            (Some(keys), Some(log)) => {
+                self.reuse.change_log = true;
+                self.apply_changes(res, log, keys)
             }
-        }
-        let mut g = |kind: &str, namespaced: bool, metas: Vec<&ObjectMeta>| {
-            self.kind_generation(res, kind, namespaced, metas.into_iter())
+            _ => self.compare_all(res),
         };
-        let grants = g(
-            "ReferenceGrant",
-            true,
-            res.reference_grants.iter().map(|o| &o.metadata).collect(),
-        );
-        let policies = g(
-            "BackendTLSPolicy",
-            true,
-            res.backend_tls_policies
-                .iter()
-                .map(|o| &o.metadata)
-                .collect(),
-        );
-        let config_maps = g(
-            "ConfigMap",
-            true,
-            res.config_maps.iter().map(|o| &o.metadata).collect(),
-        );
-        let classes = g(
-            "GatewayClass",
-            false,
-            res.gateway_classes.iter().map(|o| &o.metadata).collect(),
-        );
-        let gateways = g(
-            "Gateway",
-            true,
-            res.gateways.iter().map(|o| &o.metadata).collect(),
-        );
-        let sets = g(
-            "ListenerSet",
-            true,
-            res.listener_sets.iter().map(|o| &o.metadata).collect(),
-        );
-        let namespaces = g(
-            "Namespace",
-            false,
-            res.namespaces.iter().map(|o| &o.metadata).collect(),
-        );
-        let secrets = g(
-            "Secret",
-            true,
-            res.secrets.iter().map(|o| &o.metadata).collect(),
-        );
-        let slices = g(
-            "EndpointSlice",
-            true,
-            res.endpoint_slices.iter().map(|o| &o.metadata).collect(),
-        );
+        self.seen = log.map(ChangeLog::head);
+        let g = |kind: &str| kind_index(kind).map_or(0, |k| self.kinds[k]);
         let combine = |parts: &[u64]| {
             let mut h = Xxh3::new();
             for p in parts {
@@ -296,32 +261,157 @@ impl Memo {
         };
         // Options and feedback are small: their debug form is their identity.
         let settings = xxh3_64(format!("{options:?} {feedback:?}").as_bytes());
-        self.reuse = Reuse::default();
+        let (grants, config_maps) = (g("ReferenceGrant"), g("ConfigMap"));
+        Generations {
+            compile: combine(&[lookups, grants, g("BackendTLSPolicy"), config_maps]),
+            attach: combine(&[
+                g("GatewayClass"),
+                g("Gateway"),
+                g("ListenerSet"),
+                g("Namespace"),
+                g("Secret"),
+                config_maps,
+                grants,
+                settings,
+            ]),
+            slices: g("EndpointSlice"),
+        }
+    }
+
+    /// A generation no call used before, for a kind that changed (or cannot be compared).
+    fn fresh(&mut self, kind: &str) -> u64 {
+        self.volatile += 1;
+        xxh3_64(format!("volatile {kind} {}", self.volatile).as_bytes())
+    }
+
+    /// The log's way: only the changed keys' kinds get new generations, only their
+    /// revisions are looked up. Returns the `lookups` part of the compile generation.
+    fn apply_changes<'a>(
+        &mut self,
+        res: &Resources,
+        log: &ChangeLog,
+        keys: impl Iterator<Item = &'a ObjectKey>,
+    ) -> u64 {
+        let mut touched = [false; KINDS.len()];
+        let mut routes = Vec::new();
+        for key in keys {
+            let Some(k) = kind_index(&key.kind) else {
+                continue;
+            };
+            touched[k] = true;
+            if key.kind.ends_with("Route") {
+                routes.push(key_hash(&key.kind, &key.namespace, &key.name));
+            }
+            let map = match key.kind.as_str() {
+                "HTTPRoute" | "GRPCRoute" => &mut self.revisions,
+                "Service" | crate::backend_kind::KIND => &mut self.dep_revisions,
+                _ => continue,
+            };
+            let h = key_hash(&key.kind, &key.namespace, &key.name);
+            match res.revisions.get(key) {
+                Some(rev) => map.insert(h, *rev),
+                None => map.remove(&h),
+            };
+        }
+        for (k, kind) in KINDS.iter().enumerate() {
+            if touched[k] || !log.consistent(k) {
+                self.kinds[k] = self.fresh(kind);
+            }
+        }
+        let volatile = |kind: &str| kind_index(kind).is_none_or(|k| !log.consistent(k));
+        let deps_volatile = volatile("Service") || volatile(crate::backend_kind::KIND);
+        if !volatile("HTTPRoute") && !volatile("GRPCRoute") {
+            routes.sort_unstable();
+            let touched = |kind: &str| kind_index(kind).is_some_and(|k| touched[k]);
+            self.fast = Some(FastPath {
+                routes,
+                deps_changed: deps_volatile
+                    || touched("Service")
+                    || touched(crate::backend_kind::KIND),
+            });
+        }
+        if deps_volatile {
+            self.fresh("lookups")
+        } else {
+            0
+        }
+    }
+
+    /// Every kind's generation from all its keys and revisions, and every route, Service and
+    /// Backend revision. Returns the `lookups` part of the compile generation.
+    fn compare_all(&mut self, res: &Resources) -> u64 {
+        let volatile = self.volatile;
+        let metas: [(&str, bool, Vec<&ObjectMeta>); 11] = [
+            ("Service", true, metas(&res.services, |o| &o.metadata)),
+            (
+                crate::backend_kind::KIND,
+                true,
+                metas(&res.backends, |o| &o.metadata),
+            ),
+            (
+                "ReferenceGrant",
+                true,
+                metas(&res.reference_grants, |o| &o.metadata),
+            ),
+            (
+                "BackendTLSPolicy",
+                true,
+                metas(&res.backend_tls_policies, |o| &o.metadata),
+            ),
+            ("ConfigMap", true, metas(&res.config_maps, |o| &o.metadata)),
+            (
+                "GatewayClass",
+                false,
+                metas(&res.gateway_classes, |o| &o.metadata),
+            ),
+            ("Gateway", true, metas(&res.gateways, |o| &o.metadata)),
+            (
+                "ListenerSet",
+                true,
+                metas(&res.listener_sets, |o| &o.metadata),
+            ),
+            ("Namespace", false, metas(&res.namespaces, |o| &o.metadata)),
+            ("Secret", true, metas(&res.secrets, |o| &o.metadata)),
+            (
+                "EndpointSlice",
+                true,
+                metas(&res.endpoint_slices, |o| &o.metadata),
+            ),
+        ];
+        let mut lookups = 0;
+        for (i, (kind, namespaced, list)) in metas.into_iter().enumerate() {
+            let generation = self.kind_generation(res, kind, namespaced, list.into_iter());
+            if let Some(k) = kind_index(kind) {
+                self.kinds[k] = generation;
+            }
+            // Routes depend on the Services and Backends they look up, by revision; only
+            // when those kinds lack usable revisions do all routes depend on all of them.
+            if i == 1 && self.volatile != volatile {
+                lookups = self.fresh("lookups");
+            }
+        }
+        self.dep_revisions.clear();
         self.revisions.clear();
-        for kind in ["HTTPRoute", "GRPCRoute"] {
+        for kind in [
+            "Service",
+            crate::backend_kind::KIND,
+            "HTTPRoute",
+            "GRPCRoute",
+        ] {
+            let map = if kind.ends_with("Route") {
+                &mut self.revisions
+            } else {
+                &mut self.dep_revisions
+            };
             let start = ObjectKey::new(kind, "", "");
             for (key, rev) in res.revisions.range(start..) {
                 if key.kind != kind {
                     break;
                 }
-                let h = key_hash(kind, &key.namespace, &key.name);
-                self.revisions.insert(h, Some(*rev));
+                map.insert(key_hash(kind, &key.namespace, &key.name), *rev);
             }
         }
-        Generations {
-            compile: combine(&[lookups, grants, policies, config_maps]),
-            attach: combine(&[
-                classes,
-                gateways,
-                sets,
-                namespaces,
-                secrets,
-                config_maps,
-                grants,
-                settings,
-            ]),
-            slices,
-        }
+        lookups
     }
 
     /// The status list: the previous one again when every entry is the same (the same
@@ -356,6 +446,11 @@ impl Memo {
         list
     }
 
+    /// A route's revision, by key hash.
+    pub fn revision(&self, route: u64) -> Option<u64> {
+        self.revisions.get(&route).copied()
+    }
+
     /// Each route's revision (by key hash, in input order); None for a route without one
     /// and for every route whose key appears twice.
     pub fn route_revisions(&mut self, hashes: &[u64]) -> Vec<Option<u64>> {
@@ -372,7 +467,7 @@ impl Memo {
                     self.routes.remove(h);
                     return None;
                 }
-                self.revisions.get(h).copied().flatten()
+                self.revisions.get(h).copied()
             })
             .collect()
     }

@@ -44,29 +44,57 @@ pub fn compile_routes(
             (Source::Grpc(r), memo::key_hash("GRPCRoute", ns, name))
         }))
         .collect();
+    // With the change log (and no duplicate keys), a route outside the changed set whose
+    // Services and Backends did not change keeps its memo entry without checking revisions.
     let revisions = match memo.as_deref_mut() {
-        Some(m) => m.route_revisions(&sources.iter().map(|s| s.1).collect::<Vec<_>>()),
-        None => vec![None; sources.len()],
+        Some(m) if m.fast.is_none() || gens.is_none() => {
+            m.route_revisions(&sources.iter().map(|s| s.1).collect::<Vec<_>>())
+        }
+        _ => Vec::new(),
+    };
+    let fast = match (&memo, gens) {
+        (Some(m), Some(_)) => m.fast.as_ref(),
+        _ => None,
     };
     sources
         .into_iter()
-        .zip(revisions)
-        .map(|((source, hash), revision)| {
+        .enumerate()
+        .map(|(i, (source, hash))| {
             let (kind, meta) = match source {
                 Source::Http(r) => ("HTTPRoute", &r.metadata),
                 Source::Grpc(r) => ("GRPCRoute", &r.metadata),
             };
-            let hit = match (&memo, gens, revision) {
-                (Some(m), Some(g), Some(rev)) => m.routes.get(&hash).filter(|e| {
-                    let (ns, name) = memo::meta_names(meta, true);
-                    e.revision == rev
-                        && e.compile == g.compile
-                        && m.deps_unchanged(&e.deps)
-                        && e.key.kind == kind
-                        && e.key.namespace == ns
-                        && e.key.name == name
-                }),
-                _ => None,
+            let same_key = |e: &&memo::RouteMemo| {
+                let (ns, name) = memo::meta_names(meta, true);
+                e.key.kind == kind && e.key.namespace == ns && e.key.name == name
+            };
+            let (revision, hit) = match (&memo, gens, fast) {
+                (Some(m), Some(g), Some(f)) if f.unchanged(hash) => {
+                    match m
+                        .routes
+                        .get(&hash)
+                        .filter(|e| e.compile == g.compile && same_key(e))
+                    {
+                        Some(e) => (Some(e.revision), Some(e)),
+                        None => (m.revision(hash), None),
+                    }
+                }
+                (Some(m), Some(g), _) => {
+                    let revision = match fast {
+                        Some(_) => m.revision(hash),
+                        None => revisions[i],
+                    };
+                    let hit = revision.and_then(|rev| {
+                        m.routes.get(&hash).filter(|e| {
+                            e.revision == rev
+                                && e.compile == g.compile
+                                && m.deps_unchanged(&e.deps)
+                                && same_key(e)
+                        })
+                    });
+                    (revision, hit)
+                }
+                _ => (None, None),
             };
             if let Some(e) = hit {
                 return RouteWork {
@@ -102,52 +130,67 @@ pub fn compile_routes(
         .collect()
 }
 
-/// Clusters with their EndpointSlices' endpoints; unchanged ones come from the memo.
+/// Finished clusters by name, shared: the previous call's map again when nothing changed.
+pub type Finished = Arc<BTreeMap<String, Arc<crate::ir::Cluster>>>;
+
+/// Clusters with their EndpointSlices' endpoints; unchanged ones come from the memo, found
+/// by walking the previous and the new clusters in name order (both maps are sorted).
 pub fn finish_clusters(
     ctx: &Ctx,
     clusters: &ClusterMap,
     memo: Option<&mut Memo>,
     gens: Option<Generations>,
-) -> BTreeMap<String, Arc<crate::ir::Cluster>> {
+) -> Finished {
     let (Some(m), Some(g)) = (memo, gens) else {
-        return clusters
-            .iter()
-            .map(|(name, e)| (name.clone(), Arc::new(backends::finish(ctx, e))))
-            .collect();
+        return Arc::new(
+            clusters
+                .iter()
+                .map(|(name, e)| (name.clone(), Arc::new(backends::finish(ctx, e))))
+                .collect(),
+        );
     };
-    let stamp = m.next_stamp();
-    let mut out = Vec::with_capacity(clusters.len());
+    let previous = m.clusters.take();
+    let mut old = previous
+        .as_ref()
+        .map(|p| p.finished.iter().zip(&p.entries))
+        .into_iter()
+        .flatten()
+        .peekable();
+    let mut finished = Vec::with_capacity(clusters.len());
+    let mut entries = Vec::with_capacity(clusters.len());
+    let mut all_reused = true;
     for (name, entry) in clusters {
-        let valid = |c: &memo::ClusterMemo| {
-            Arc::ptr_eq(&c.entry, entry) && (entry.slices.is_none() || c.slices == g.slices)
-        };
-        let finished = match m.clusters.get_mut(name) {
-            Some(c) if valid(c) => {
+        while old.next_if(|((n, _), _)| *n < name).is_some() {}
+        // A recompiled route usually compiles its clusters the same: equal content keeps
+        // the finished cluster (and so its protos downstream).
+        let hit = old
+            .next_if(|((n, _), _)| *n == name)
+            .filter(|(_, (e, slices))| {
+                (Arc::ptr_eq(e, entry) || **e == **entry)
+                    && (entry.slices.is_none() || *slices == g.slices)
+            });
+        let done = match hit {
+            Some(((_, c), _)) => {
                 m.reuse.clusters_reused += 1;
-                c.stamp = stamp;
-                c.finished.clone()
+                c.clone()
             }
-            found => {
+            None => {
                 m.reuse.clusters_finished += 1;
-                let finished = Arc::new(backends::finish(ctx, entry));
-                let c = memo::ClusterMemo {
-                    entry: entry.clone(),
-                    slices: g.slices,
-                    finished: finished.clone(),
-                    stamp,
-                };
-                match found {
-                    Some(old) => *old = c,
-                    None => {
-                        m.clusters.insert(name.clone(), c);
-                    }
-                }
-                finished
+                all_reused = false;
+                Arc::new(backends::finish(ctx, entry))
             }
         };
-        out.push((name.clone(), finished));
+        finished.push((name, done));
+        entries.push((entry.clone(), g.slices));
     }
-    m.clusters.retain(|_, c| c.stamp == stamp);
-    // Already in name order: a bulk build.
-    out.into_iter().collect()
+    let map = match previous {
+        Some(p) if all_reused && p.finished.len() == finished.len() => p.finished,
+        // Already in name order: a bulk build.
+        _ => Arc::new(finished.into_iter().map(|(n, c)| (n.clone(), c)).collect()),
+    };
+    m.clusters = Some(memo::ClusterMemo {
+        finished: map.clone(),
+        entries,
+    });
+    map
 }

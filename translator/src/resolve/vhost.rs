@@ -1,16 +1,18 @@
 //! Virtual hosts: the routes placed on one Gateway listener, in the spec's precedence order.
 //! `Translator` keeps each route's entries per listener (`VhostMemo`), so that only changed
-//! routes are rebuilt; the merge sort over all entries still runs on every call.
+//! routes are rebuilt, and each listener's sorted entries, which a call patches (removes the
+//! changed routes' entries, inserts their new ones) instead of sorting all again.
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::input::ObjectKey;
 use crate::ir::{self, Action, PathMatch, PathRewrite, PortProtocol, VirtualHost};
+use crate::render::PtrMap;
 use crate::resolve::build::{host_rank, listener_id};
 use crate::resolve::listener::ListenerModel;
 use crate::resolve::memo::Compiled;
-use crate::resolve::rules::CompiledRoute;
 
 /// Precedence of one entry, before the per-route tie-breakers (creation time, name).
 type Rank = (
@@ -22,10 +24,19 @@ type Rank = (
     bool,
 );
 
+/// A port's origins, as `ir::Port` holds them.
+type PortOrigins = Arc<Vec<ObjectKey>>;
+
+/// A fleet's clusters by name, as `ir::Fleet` holds them.
+pub type FleetClusters = Arc<std::collections::BTreeMap<String, Arc<ir::Cluster>>>;
+
 /// One route's entries on one listener: (rank, rule index, match index, route).
 pub struct RouteEntries {
     /// `namespace/name`, a tie-breaker.
     full_name: String,
+    /// The route's creation timestamp and kind, tie-breakers too.
+    created: String,
+    kind: String,
     items: Vec<(Rank, usize, usize, Arc<ir::Route>)>,
 }
 
@@ -38,41 +49,116 @@ struct ListenerSig {
     port: u16,
 }
 
-struct Cached {
-    compiled: Arc<Compiled>,
-    hostnames: Vec<String>,
-    listener: ListenerSig,
+/// One entry of a listener's sorted list: item `index` of `entries`.
+#[derive(Clone)]
+struct Item {
     entries: Arc<RouteEntries>,
-    /// The call that last used the entry.
+    index: usize,
+}
+
+/// The spec's precedence order over entries: rank, creation time (unknown last), name, rule
+/// and match index, then kind (GRPCRoute and HTTPRoute of one name) and hostname order.
+/// The same total order the sort keys of `sort_entries` give.
+fn precedence(a: &Item, b: &Item) -> Ordering {
+    let (ea, eb) = (&*a.entries, &*b.entries);
+    let (xa, xb) = (&ea.items[a.index], &eb.items[b.index]);
+    (xa.0, ea.created.is_empty())
+        .cmp(&(xb.0, eb.created.is_empty()))
+        .then_with(|| ea.created.cmp(&eb.created))
+        .then_with(|| ea.full_name.cmp(&eb.full_name))
+        .then_with(|| (xa.1, xa.2).cmp(&(xb.1, xb.2)))
+        .then_with(|| ea.kind.cmp(&eb.kind))
+        .then_with(|| a.index.cmp(&b.index))
+}
+
+struct Cached {
+    /// Held so that its address, the key, is not reused while the entry lives.
+    _compiled: Arc<Compiled>,
+    hostnames: Vec<String>,
+    entries: Arc<RouteEntries>,
+    /// The virtual-host build that last used the entry (`ListenerMemo::build`).
+    build: u64,
+}
+
+/// One listener's routes' entries, by compiled route (address), and all its entries in
+/// precedence order as the last build left them.
+struct ListenerMemo {
+    sig: ListenerSig,
+    routes: PtrMap<Cached>,
+    sorted: Vec<Item>,
+    build: u64,
+    /// The call that last used the listener.
     stamp: u64,
 }
 
-/// Entries by (listener, route), valid while the compiled route (`Arc`), its narrowed
-/// hostnames and the listener's hostname, protocol and port are the same.
+/// Entries by listener and route, valid while the compiled route (`Arc`), its narrowed
+/// hostnames and the listener's name, hostname, protocol and port are the same; and each
+/// listener's sorted entries, patched where few routes changed.
 #[derive(Default)]
 pub struct VhostMemo {
-    entries: HashMap<u64, Cached>,
+    listeners: HashMap<String, ListenerMemo>,
+    /// Each port's origins by (Gateway, port name), with the call that last used them.
+    origins: HashMap<(ObjectKey, String), (u64, PortOrigins)>,
+    /// Each fleet's cluster map by Gateway, with the call that last used it.
+    clusters: HashMap<ObjectKey, (u64, FleetClusters)>,
     stamp: u64,
     pub reused: usize,
 }
 
 impl VhostMemo {
-    /// Ends a call: entries this call did not use are forgotten.
+    /// Ends a call: listeners and ports this call did not use are forgotten.
     pub fn end(&mut self) {
         let stamp = self.stamp;
-        self.entries.retain(|_, c| c.stamp == stamp);
+        self.listeners.retain(|_, l| l.stamp == stamp);
+        self.origins.retain(|_, o| o.0 == stamp);
+        self.clusters.retain(|_, c| c.0 == stamp);
         self.stamp += 1;
     }
-}
 
-fn memo_key(listener: &str, route: &CompiledRoute) -> u64 {
-    let k = &route.head.key;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for part in [&k.kind, &k.namespace, &k.name, listener] {
-        h.update(part.as_bytes());
-        h.update(&[0]);
+    /// A fleet's cluster map: the previous call's again when it holds the same clusters
+    /// (`Arc`s), else a new one.
+    pub fn fleet_clusters(
+        &mut self,
+        gateway: &ObjectKey,
+        used: Vec<(&String, Arc<ir::Cluster>)>,
+    ) -> FleetClusters {
+        let stamp = self.stamp;
+        if let Some((last, prev)) = self.clusters.get_mut(gateway)
+            && prev.len() == used.len()
+            && prev
+                .iter()
+                .zip(&used)
+                .all(|((pn, pc), (n, c))| Arc::ptr_eq(pc, c) && pn == *n)
+        {
+            *last = stamp;
+            return prev.clone();
+        }
+        let map: FleetClusters = Arc::new(used.into_iter().map(|(n, c)| (n.clone(), c)).collect());
+        self.clusters.insert(gateway.clone(), (stamp, map.clone()));
+        map
     }
-    h.digest()
+
+    /// A port's origins: the previous call's list again when equal (no copies of thousands
+    /// of keys), else a new one.
+    pub fn port_origins(
+        &mut self,
+        gateway: &ObjectKey,
+        port: &str,
+        keys: &[&ObjectKey],
+    ) -> Arc<Vec<ObjectKey>> {
+        let stamp = self.stamp;
+        let id = (gateway.clone(), port.to_string());
+        if let Some((used, prev)) = self.origins.get_mut(&id)
+            && prev.len() == keys.len()
+            && prev.iter().zip(keys).all(|(a, b)| a == *b)
+        {
+            *used = stamp;
+            return prev.clone();
+        }
+        let list = Arc::new(keys.iter().map(|k| (*k).clone()).collect::<Vec<_>>());
+        self.origins.insert(id, (stamp, list.clone()));
+        list
+    }
 }
 
 /// The listener's virtual host, and the routes (indexes into `routes`, ascending as in
@@ -81,7 +167,7 @@ pub fn virtual_host(
     l: &ListenerModel,
     routes: &[Arc<Compiled>],
     placed: &[(usize, Vec<String>)],
-    mut memo: Option<&mut VhostMemo>,
+    memo: Option<&mut VhostMemo>,
 ) -> (VirtualHost, Vec<usize>) {
     let domain = l
         .spec
@@ -95,68 +181,25 @@ pub fn virtual_host(
         protocol: l.protocol,
         port: l.port,
     };
-    let per_route: Vec<Arc<RouteEntries>> = placed
-        .iter()
-        .map(|(ri, hostnames)| {
-            let compiled = &routes[*ri];
-            let Some(m) = memo.as_deref_mut() else {
-                return Arc::new(entries(l, &compiled.route, hostnames));
-            };
-            let key = memo_key(&sig.id, &compiled.route);
-            let stamp = m.stamp;
-            match m.entries.get_mut(&key) {
-                Some(c)
-                    if Arc::ptr_eq(&c.compiled, compiled)
-                        && c.hostnames == *hostnames
-                        && c.listener == sig =>
-                {
-                    m.reused += 1;
-                    c.stamp = stamp;
-                    c.entries.clone()
-                }
-                found => {
-                    let built = Arc::new(entries(l, &compiled.route, hostnames));
-                    let c = Cached {
-                        compiled: compiled.clone(),
-                        hostnames: hostnames.clone(),
-                        listener: sig.clone(),
-                        entries: built.clone(),
-                        stamp,
-                    };
-                    match found {
-                        Some(old) => *old = c,
-                        None => {
-                            m.entries.insert(key, c);
-                        }
-                    }
-                    built
-                }
-            }
-        })
-        .collect();
-    // Sort keys and routes are kept apart: sorting moves only small keys, never routes.
-    let mut keys = Vec::with_capacity(per_route.iter().map(|e| e.items.len()).sum());
-    for (i, ((ri, _), e)) in placed.iter().zip(&per_route).enumerate() {
-        let created = &routes[*ri].route.head.created;
-        for (j, (rank, rule_index, mi, _)) in e.items.iter().enumerate() {
-            keys.push((
-                (*rank, created.is_empty()),
-                SortStr::new(created),
-                SortStr::new(&e.full_name),
-                *rule_index,
-                *mi,
-                (i, j),
-            ));
+    let (per_route, ordered) = match memo {
+        // A route placed twice on one listener (two parentRefs) has two sets of entries:
+        // the memo keeps one per route, so such a listener is built from scratch.
+        Some(m) if !placed.windows(2).any(|w| w[0].0 == w[1].0) => {
+            memoised(l, routes, placed, &sig, m)
         }
-    }
-    keys.sort();
+        _ => {
+            let per_route: Vec<Arc<RouteEntries>> = placed
+                .iter()
+                .map(|(ri, hostnames)| Arc::new(entries(l, &routes[*ri], hostnames)))
+                .collect();
+            let ordered = route_list(&sort_entries(&per_route));
+            (per_route, ordered)
+        }
+    };
     let vh = VirtualHost {
         name: sig.id,
         domains: vec![domain],
-        routes: keys
-            .iter()
-            .map(|k| per_route[k.5.0].items[k.5.1].3.clone())
-            .collect(),
+        routes: ordered,
     };
     let used = placed
         .iter()
@@ -167,8 +210,160 @@ pub fn virtual_host(
     (vh, used)
 }
 
+fn route_list(items: &[Item]) -> Vec<Arc<ir::Route>> {
+    items
+        .iter()
+        .map(|it| it.entries.items[it.index].3.clone())
+        .collect()
+}
+
+/// Each placed route's entries (reused where valid) and all routes in precedence order: the
+/// previous order patched when few routes changed, else sorted again.
+fn memoised(
+    l: &ListenerModel,
+    routes: &[Arc<Compiled>],
+    placed: &[(usize, Vec<String>)],
+    sig: &ListenerSig,
+    m: &mut VhostMemo,
+) -> (Vec<Arc<RouteEntries>>, Vec<Arc<ir::Route>>) {
+    let stamp = m.stamp;
+    let lm = m
+        .listeners
+        .entry(sig.id.clone())
+        .or_insert_with(|| ListenerMemo {
+            sig: sig.clone(),
+            routes: PtrMap::default(),
+            sorted: Vec::new(),
+            build: 0,
+            stamp,
+        });
+    if lm.sig != *sig {
+        lm.sig = sig.clone();
+        lm.routes.clear();
+        lm.sorted.clear();
+    }
+    lm.stamp = stamp;
+    lm.build += 1;
+    let build = lm.build;
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let mut reused = 0;
+    let per_route: Vec<Arc<RouteEntries>> = placed
+        .iter()
+        .map(|(ri, hostnames)| {
+            let compiled = &routes[*ri];
+            let key = Arc::as_ptr(compiled) as usize;
+            match lm.routes.get_mut(&key) {
+                Some(c) if c.hostnames == *hostnames => {
+                    reused += 1;
+                    c.build = build;
+                    c.entries.clone()
+                }
+                found => {
+                    let built = Arc::new(entries(l, compiled, hostnames));
+                    let c = Cached {
+                        _compiled: compiled.clone(),
+                        hostnames: hostnames.clone(),
+                        entries: built.clone(),
+                        build,
+                    };
+                    match found {
+                        Some(old) => removed.push(std::mem::replace(old, c).entries),
+                        None => {
+                            lm.routes.insert(key, c);
+                        }
+                    }
+                    added.push(built.clone());
+                    built
+                }
+            }
+        })
+        .collect();
+    m.reused += reused;
+    lm.routes.retain(|_, c| {
+        if c.build == build {
+            return true;
+        }
+        removed.push(c.entries.clone());
+        false
+    });
+    // Patching moves the tail of the list per entry: worth it for a few routes.
+    let changed: usize = added.iter().chain(&removed).map(|e| e.items.len()).sum();
+    if !(build > 1 && changed <= lm.sorted.len() / 8 + 8 && patch(&mut lm.sorted, &removed, &added))
+    {
+        lm.sorted = sort_entries(&per_route);
+    }
+    (per_route, route_list(&lm.sorted))
+}
+
+/// Removes the entries of `removed` from the sorted list and inserts those of `added`.
+/// False (the list is then unusable) where precedence cannot place an entry: two routes
+/// with the same key (duplicate objects) tie, and only a full sort orders them.
+fn patch(
+    sorted: &mut Vec<Item>,
+    removed: &[Arc<RouteEntries>],
+    added: &[Arc<RouteEntries>],
+) -> bool {
+    for e in removed {
+        for index in 0..e.items.len() {
+            let item = Item {
+                entries: e.clone(),
+                index,
+            };
+            match sorted.binary_search_by(|x| precedence(x, &item)) {
+                Ok(at) if Arc::ptr_eq(&sorted[at].entries, e) => {
+                    sorted.remove(at);
+                }
+                _ => return false,
+            }
+        }
+    }
+    for e in added {
+        for index in 0..e.items.len() {
+            let item = Item {
+                entries: e.clone(),
+                index,
+            };
+            let at = sorted.partition_point(|x| precedence(x, &item) == Ordering::Less);
+            if sorted
+                .get(at)
+                .is_some_and(|x| precedence(x, &item) == Ordering::Equal)
+            {
+                return false;
+            }
+            sorted.insert(at, item);
+        }
+    }
+    true
+}
+
+/// All entries of these routes (in key order), sorted. Sort keys and entries are kept
+/// apart: sorting moves only small keys.
+fn sort_entries(per_route: &[Arc<RouteEntries>]) -> Vec<Item> {
+    let mut keys = Vec::with_capacity(per_route.iter().map(|e| e.items.len()).sum());
+    for (i, e) in per_route.iter().enumerate() {
+        for (j, (rank, rule_index, mi, _)) in e.items.iter().enumerate() {
+            keys.push((
+                (*rank, e.created.is_empty()),
+                SortStr::new(&e.created),
+                SortStr::new(&e.full_name),
+                *rule_index,
+                *mi,
+                (i, j),
+            ));
+        }
+    }
+    keys.sort();
+    keys.iter()
+        .map(|k| Item {
+            entries: per_route[k.5.0].clone(),
+            index: k.5.1,
+        })
+        .collect()
+}
+
 /// One route's entries on one listener: one per (hostname, rule, match).
-fn entries(l: &ListenerModel, route: &CompiledRoute, hostnames: &[String]) -> RouteEntries {
+fn entries(l: &ListenerModel, compiled: &Compiled, hostnames: &[String]) -> RouteEntries {
+    let route = &compiled.route;
     let key = &route.head.key;
     let kind = key.kind.to_ascii_lowercase();
     let hosts: Vec<Option<&String>> = if hostnames.is_empty() {
@@ -224,6 +419,8 @@ fn entries(l: &ListenerModel, route: &CompiledRoute, hostnames: &[String]) -> Ro
     }
     RouteEntries {
         full_name: format!("{}/{}", key.namespace, key.name),
+        created: route.head.created.clone(),
+        kind: key.kind.clone(),
         items,
     }
 }

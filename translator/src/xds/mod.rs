@@ -71,22 +71,25 @@ pub fn socket(
     }
 }
 
-/// Stage-two work kept between `Translator` calls: each cluster's protos, by cluster name,
-/// valid while the IR cluster is the same (`Arc`) and the fleet's infrastructure metadata is;
-/// each route's proto, valid while the IR route is the same (`Arc`).
+/// Stage-two work kept between `Translator` calls: each fleet's cluster protos, valid while
+/// the IR cluster is the same (`Arc`) and the fleet's infrastructure metadata is; each
+/// route's proto, valid while the IR route is the same (`Arc`).
 #[derive(Default)]
 pub struct Memo {
-    clusters: HashMap<String, ClusterProtos>,
+    fleets: HashMap<ObjectKey, FleetClusters>,
     stamp: u64,
     routes: route::RouteMemo,
     origins: origins::OriginsMemo,
 }
 
-struct ClusterProtos {
-    ir: Arc<ir::Cluster>,
+/// A cluster's protos: the Cluster, and its ClusterLoadAssignment when it uses EDS.
+type Protos = (Arc<Cluster>, Option<Arc<ClusterLoadAssignment>>);
+
+/// One fleet's cluster protos, in the order of its IR cluster map.
+struct FleetClusters {
+    clusters: Arc<std::collections::BTreeMap<String, Arc<ir::Cluster>>>,
     infrastructure: ir::Infrastructure,
-    cluster: Arc<Cluster>,
-    endpoints: Option<Arc<ClusterLoadAssignment>>,
+    protos: Arc<Vec<Protos>>,
     /// The call that last used the entry.
     stamp: u64,
 }
@@ -95,11 +98,71 @@ impl Memo {
     /// Ends a call: what this call did not use is forgotten.
     pub fn end(&mut self) {
         let stamp = self.stamp;
-        self.clusters.retain(|_, c| c.stamp == stamp);
+        self.fleets.retain(|_, f| f.stamp == stamp);
         self.stamp += 1;
         self.routes.end();
         self.origins.end();
     }
+
+    /// The fleet's cluster protos: the previous call's list when the IR map is the same
+    /// `Arc`; else the previous protos of the clusters that are the same `Arc`, found by
+    /// walking both (sorted) maps, and new ones for the rest.
+    fn fleet_clusters(&mut self, gateway: &ObjectKey, fleet: &ir::Fleet) -> Arc<Vec<Protos>> {
+        let stamp = self.stamp;
+        let prev = self
+            .fleets
+            .get(gateway)
+            .filter(|p| p.infrastructure == fleet.infrastructure);
+        if let Some(p) = prev
+            && Arc::ptr_eq(&p.clusters, &fleet.clusters)
+        {
+            let protos = p.protos.clone();
+            if let Some(p) = self.fleets.get_mut(gateway) {
+                p.stamp = stamp;
+            }
+            return protos;
+        }
+        let mut old = prev
+            .map(|p| p.clusters.iter().zip(p.protos.iter()))
+            .into_iter()
+            .flatten()
+            .peekable();
+        let protos: Vec<Protos> = fleet
+            .clusters
+            .iter()
+            .map(|(name, c)| {
+                while old.next_if(|((n, _), _)| *n < name).is_some() {}
+                match old.next_if(|((n, _), _)| *n == name) {
+                    Some(((_, was), protos)) if Arc::ptr_eq(was, c) => protos.clone(),
+                    _ => cluster_protos(c, &fleet.infrastructure),
+                }
+            })
+            .collect();
+        let protos = Arc::new(protos);
+        self.fleets.insert(
+            gateway.clone(),
+            FleetClusters {
+                clusters: fleet.clusters.clone(),
+                infrastructure: fleet.infrastructure.clone(),
+                protos: protos.clone(),
+                stamp,
+            },
+        );
+        protos
+    }
+}
+
+/// Builds a cluster's protos.
+fn cluster_protos(c: &ir::Cluster, infrastructure: &ir::Infrastructure) -> Protos {
+    let mut cluster = cluster::cluster(c);
+    cluster.metadata = metadata::infrastructure(infrastructure);
+    let endpoints = match &c.discovery {
+        ir::Discovery::Eds(endpoints) => {
+            Some(Arc::new(endpoint::load_assignment(&c.name, endpoints)))
+        }
+        ir::Discovery::Dns(_) => None,
+    };
+    (Arc::new(cluster), endpoints)
 }
 
 /// Builds one fleet's Envoy resources from its IR.
@@ -133,9 +196,9 @@ pub fn fleet_config_with(
         out.listeners.push(Arc::new(l));
         // Stage one sorts them already; sorting a copy is the fallback.
         let keys: Cow<'_, [ObjectKey]> = if port.origins.is_sorted() {
-            Cow::Borrowed(&port.origins)
+            Cow::Borrowed(&port.origins[..])
         } else {
-            let mut sorted = port.origins.clone();
+            let mut sorted = port.origins.to_vec();
             sorted.sort();
             Cow::Owned(sorted)
         };
@@ -148,53 +211,21 @@ pub fn fleet_config_with(
             }
         }
     }
+    let protos = match memo.as_deref_mut() {
+        None => Arc::new(
+            fleet
+                .clusters
+                .values()
+                .map(|c| cluster_protos(c, &fleet.infrastructure))
+                .collect(),
+        ),
+        Some(m) => m.fleet_clusters(gateway, fleet),
+    };
     let mut with_endpoints = Vec::with_capacity(fleet.clusters.len());
-    for c in fleet.clusters.values() {
-        let build = || {
-            let mut cluster = cluster::cluster(c);
-            cluster.metadata = metadata::infrastructure(&fleet.infrastructure);
-            let endpoints = match &c.discovery {
-                ir::Discovery::Eds(endpoints) => {
-                    Some(Arc::new(endpoint::load_assignment(&c.name, endpoints)))
-                }
-                ir::Discovery::Dns(_) => None,
-            };
-            (Arc::new(cluster), endpoints)
-        };
-        let (cluster, endpoints) = match memo.as_deref_mut() {
-            None => build(),
-            Some(m) => {
-                let stamp = m.stamp;
-                match m.clusters.get_mut(&c.name) {
-                    Some(p)
-                        if Arc::ptr_eq(&p.ir, c) && p.infrastructure == fleet.infrastructure =>
-                    {
-                        p.stamp = stamp;
-                        (p.cluster.clone(), p.endpoints.clone())
-                    }
-                    found => {
-                        let (cluster, endpoints) = build();
-                        let p = ClusterProtos {
-                            ir: c.clone(),
-                            infrastructure: fleet.infrastructure.clone(),
-                            cluster: cluster.clone(),
-                            endpoints: endpoints.clone(),
-                            stamp,
-                        };
-                        match found {
-                            Some(old) => *old = p,
-                            None => {
-                                m.clusters.insert(c.name.clone(), p);
-                            }
-                        }
-                        (cluster, endpoints)
-                    }
-                }
-            }
-        };
-        out.clusters.push(cluster);
+    for (c, (cluster, endpoints)) in fleet.clusters.values().zip(protos.iter()) {
+        out.clusters.push(cluster.clone());
         if let Some(e) = endpoints {
-            out.endpoints.push(e);
+            out.endpoints.push(e.clone());
             with_endpoints.push(c);
         }
     }
@@ -210,27 +241,47 @@ pub fn fleet_config_with(
             )
         })
         .collect();
-    let mut entries = origins::Builder::with_capacity(
-        fleet.clusters.len() + with_endpoints.len() + port_origins.len() + secret_origins.len(),
-    );
-    for c in fleet.clusters.values() {
-        entries.push(render::CLUSTER, &c.name, Cow::Borrowed(&c.origins));
-    }
-    for c in with_endpoints {
-        entries.push(render::ENDPOINT, &c.name, Cow::Borrowed(&c.origins));
-    }
-    for (type_url, name, keys) in &port_origins {
-        entries.push(type_url, name, Cow::Borrowed(keys));
-    }
-    for (name, keys) in secret_origins {
-        entries.push(render::SECRET, name, Cow::Owned(keys));
-    }
-    match memo {
-        None => out.origins = entries.finish(None),
-        Some(m) => {
-            out.origins = entries.finish(m.origins.previous(gateway));
-            m.origins.keep(gateway, &out.origins);
+    // The map follows from the cluster map, each port's (type, name, origins list) and the
+    // secret names: when those are the same (`Arc`s), so is the map.
+    let sig = origins::Inputs {
+        clusters: fleet.clusters.clone(),
+        ports: port_origins
+            .iter()
+            .map(|(t, name, keys)| {
+                let list = fleet
+                    .ports
+                    .iter()
+                    .find(|p| matches!(keys, Cow::Borrowed(k) if std::ptr::eq(*k, &p.origins[..])))
+                    .map(|p| p.origins.clone());
+                (*t, name.clone(), list)
+            })
+            .collect(),
+        secrets: secret_origins.iter().map(|(n, _)| (*n).clone()).collect(),
+    };
+    if let Some(m) = memo.as_deref_mut()
+        && let Some(same) = m.origins.unchanged(gateway, &sig)
+    {
+        out.origins = same;
+    } else {
+        let mut entries = origins::Builder::with_capacity(
+            fleet.clusters.len() + with_endpoints.len() + port_origins.len() + secret_origins.len(),
+        );
+        for c in fleet.clusters.values() {
+            entries.push(render::CLUSTER, &c.name, Cow::Borrowed(&c.origins));
         }
+        for c in with_endpoints {
+            entries.push(render::ENDPOINT, &c.name, Cow::Borrowed(&c.origins));
+        }
+        for (type_url, name, keys) in &port_origins {
+            entries.push(type_url, name, Cow::Borrowed(keys));
+        }
+        for (name, keys) in secret_origins {
+            entries.push(render::SECRET, name, Cow::Owned(keys));
+        }
+        out.origins = entries.finish(memo.as_deref().and_then(|m| m.origins.previous(gateway)));
+    }
+    if let Some(m) = memo {
+        m.origins.keep(gateway, &out.origins, sig);
     }
     out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
     out.routes.sort_by(|a, b| a.name.cmp(&b.name));

@@ -79,20 +79,57 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// The previous call's maps, by fleet.
+/// A port's origins list as the IR shares it.
+type PortOrigins = Option<Arc<Vec<ObjectKey>>>;
+
+/// What a fleet's map is made from, held (`Arc`s) so that addresses compared are live ones.
+pub struct Inputs {
+    pub clusters: Arc<BTreeMap<String, Arc<crate::ir::Cluster>>>,
+    /// (type URL, resource name, the port's origins list; None when it was not used as is).
+    pub ports: Vec<(&'static str, String, PortOrigins)>,
+    pub secrets: Vec<String>,
+}
+
+impl Inputs {
+    fn same(&self, other: &Inputs) -> bool {
+        let list_eq =
+            |a: &Option<Arc<Vec<ObjectKey>>>, b: &Option<Arc<Vec<ObjectKey>>>| match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+        Arc::ptr_eq(&self.clusters, &other.clusters)
+            && self.secrets == other.secrets
+            && self.ports.len() == other.ports.len()
+            && self
+                .ports
+                .iter()
+                .zip(&other.ports)
+                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && list_eq(&a.2, &b.2))
+    }
+}
+
+/// The previous call's maps, by fleet, with what they were made from.
 #[derive(Default)]
 pub struct OriginsMemo {
-    prev: HashMap<ObjectKey, Arc<Origins>>,
-    next: HashMap<ObjectKey, Arc<Origins>>,
+    prev: HashMap<ObjectKey, (Arc<Origins>, Inputs)>,
+    next: HashMap<ObjectKey, (Arc<Origins>, Inputs)>,
 }
 
 impl OriginsMemo {
     pub fn previous(&self, gateway: &ObjectKey) -> Option<&Arc<Origins>> {
-        self.prev.get(gateway)
+        self.prev.get(gateway).map(|p| &p.0)
     }
 
-    pub fn keep(&mut self, gateway: &ObjectKey, origins: &Arc<Origins>) {
-        self.next.insert(gateway.clone(), origins.clone());
+    /// The previous map, when it was made from the same inputs.
+    pub fn unchanged(&self, gateway: &ObjectKey, inputs: &Inputs) -> Option<Arc<Origins>> {
+        self.prev
+            .get(gateway)
+            .filter(|p| p.1.same(inputs))
+            .map(|p| p.0.clone())
+    }
+
+    pub fn keep(&mut self, gateway: &ObjectKey, origins: &Arc<Origins>, inputs: Inputs) {
+        self.next.insert(gateway.clone(), (origins.clone(), inputs));
     }
 
     /// Ends a call: maps of fleets this call did not build are forgotten.

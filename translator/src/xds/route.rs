@@ -117,14 +117,17 @@ fn misdirected(domain: &str) -> VirtualHostParts {
 /// encoding once made, so an unchanged route is never encoded again either.
 #[derive(Default)]
 pub struct RouteMemo {
-    prev: PtrMap<(Arc<ir::Route>, Arc<RouteProto>)>,
-    next: PtrMap<(Arc<ir::Route>, Arc<RouteProto>)>,
+    /// By IR route address, with the call that last used the entry.
+    protos: PtrMap<(u64, Arc<ir::Route>, Arc<RouteProto>)>,
+    stamp: u64,
 }
 
 impl RouteMemo {
     /// Ends a call: protos this call did not use are forgotten.
     pub fn end(&mut self) {
-        self.prev = std::mem::take(&mut self.next);
+        let stamp = self.stamp;
+        self.protos.retain(|_, e| e.0 == stamp);
+        self.stamp += 1;
     }
 }
 
@@ -137,12 +140,13 @@ fn virtual_host(vh: &ir::VirtualHost, mut memo: Option<&mut RouteMemo>) -> Virtu
                 return Arc::new(RouteProto::new(route(r)));
             };
             let key = Arc::as_ptr(r) as usize;
-            let (ir_route, proto) = match m.prev.remove(&key).or_else(|| m.next.remove(&key)) {
-                Some(hit) => hit,
-                None => (r.clone(), Arc::new(RouteProto::new(route(r)))),
-            };
-            m.next.insert(key, (ir_route, proto.clone()));
-            proto
+            let stamp = m.stamp;
+            let entry = m
+                .protos
+                .entry(key)
+                .or_insert_with(|| (stamp, r.clone(), Arc::new(RouteProto::new(route(r)))));
+            entry.0 = stamp;
+            entry.2.clone()
         })
         .collect();
     VirtualHostParts {
