@@ -176,10 +176,7 @@ impl Source {
                 let (resources, problems) = crate::source::example::load();
                 (Arc::new(resources), problems)
             }
-            Source::Kube(kube) => {
-                let (resources, problems) = kube.load();
-                (Arc::new(resources), problems)
-            }
+            Source::Kube(kube) => kube.load(),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod crd;
+mod input;
 mod kinds;
 mod lease;
 #[cfg(test)]
@@ -93,7 +94,9 @@ pub async fn start(flags: &KubeFlags, changed: mpsc::Sender<()>) -> anyhow::Resu
     let mut watches = Vec::new();
     for kind in kinds::all() {
         let scopes: Vec<Option<String>> = if kind.namespaced && !flags.namespaces.is_empty() {
-            flags.namespaces.iter().cloned().map(Some).collect()
+            // Each namespace once: two watches would hold the same objects twice.
+            let namespaces: std::collections::BTreeSet<&String> = flags.namespaces.iter().collect();
+            namespaces.into_iter().cloned().map(Some).collect()
         } else {
             vec![None]
         };
@@ -146,8 +149,9 @@ pub async fn start(flags: &KubeFlags, changed: mpsc::Sender<()>) -> anyhow::Resu
 }
 
 impl KubeSource {
-    /// A snapshot of the stores: everything watched, and the problems of malformed objects.
-    pub fn load(&self) -> (Resources, Vec<Problem>) {
+    /// The translator's input: everything watched, and the problems of malformed objects.
+    /// Updated in place: drop the previous result first, or it is copied.
+    pub fn load(&self) -> (Arc<Resources>, Vec<Problem>) {
         self.inner.stores.resources()
     }
 

@@ -3,6 +3,10 @@
 //! A (re)list fills a pending store that replaces the live one atomically when the list is
 //! complete. A malformed object is a problem, never fatal: its last good version (if any)
 //! stays in effect. Status-only changes wake the status writer but not the translator.
+//!
+//! The stores keep each object's content hash and, for status, a trimmed copy of the raw
+//! object; the decoded object itself moves into the translator's input (`input.rs`), which
+//! each load updates in place with what changed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,6 +15,7 @@ use portico_translator::{Document, ObjectKey, Problem, Resources};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use super::input::Input;
 use super::kinds::{self, Kind};
 use super::refs;
 
@@ -19,7 +24,9 @@ pub type ScopeId = usize;
 
 #[derive(Clone)]
 struct Entry {
-    doc: Document,
+    /// The decoded object, until it moves into the translator's input (see `Input`); kept
+    /// for Secrets, of which only those something refers to are copied in.
+    doc: Option<Document>,
     /// The object as the API server sent it, for kinds whose status Portico writes.
     raw: Option<Arc<Value>>,
     /// Hash of everything but status and bookkeeping: unchanged means nothing to translate.
@@ -41,9 +48,27 @@ struct Scope {
     synced: bool,
 }
 
+impl Scope {
+    fn is_secret(&self) -> bool {
+        self.kind.name() == "Secret"
+    }
+
+    /// Hands a new version's object to the input (Secrets keep theirs).
+    fn settle(&self, key: &ObjectKey, entry: &mut Entry, input: &mut Input) {
+        if !self.is_secret() {
+            input.record(key.clone(), entry.doc.take());
+        }
+    }
+}
+
+struct State {
+    scopes: Vec<Scope>,
+    input: Input,
+}
+
 /// All stores, and the signals they raise.
 pub struct Stores {
-    scopes: Mutex<Vec<Scope>>,
+    state: Mutex<State>,
     /// Poked when the translator's input changed.
     changed: mpsc::Sender<()>,
     /// Bumped on every change, status-only ones included (the status writer watches it).
@@ -53,19 +78,22 @@ pub struct Stores {
 impl Stores {
     pub fn new(changed: mpsc::Sender<()>) -> Self {
         Stores {
-            scopes: Mutex::new(Vec::new()),
+            state: Mutex::new(State {
+                scopes: Vec::new(),
+                input: Input::default(),
+            }),
             changed,
             seen: watch::channel(0).0,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Scope>> {
-        self.scopes.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds the store of one watch: `namespace` None watches all namespaces.
     pub fn register(&self, kind: Kind, namespace: Option<String>) -> ScopeId {
-        let mut scopes = self.lock();
+        let scopes = &mut self.lock().scopes;
         scopes.push(Scope {
             kind,
             namespace,
@@ -82,12 +110,13 @@ impl Stores {
 
     /// Whether every watch has completed its first list.
     pub fn synced(&self) -> bool {
-        self.lock().iter().all(|s| s.synced)
+        self.lock().scopes.iter().all(|s| s.synced)
     }
 
     /// The watches still waiting for their first list, for logs.
     pub fn unsynced(&self) -> Vec<String> {
         self.lock()
+            .scopes
             .iter()
             .filter(|s| !s.synced)
             .map(describe)
@@ -95,27 +124,26 @@ impl Stores {
     }
 
     pub fn init(&self, id: ScopeId) {
-        if let Some(scope) = self.lock().get_mut(id) {
+        if let Some(scope) = self.lock().scopes.get_mut(id) {
             scope.pending = Some(Contents::default());
         }
     }
 
     pub fn init_apply(&self, id: ScopeId, object: Value) {
-        let mut scopes = self.lock();
-        let Some(scope) = scopes.get_mut(id) else {
+        let mut state = self.lock();
+        let Some(scope) = state.scopes.get_mut(id) else {
             return;
         };
-        let kind = scope.kind.clone();
-        let last_good = |key: &ObjectKey| scope.live.objects.get(key).cloned();
-        let decoded = decode(&kind, object);
+        let decoded = decode(&scope.kind, object);
         let mut pending = scope.pending.take().unwrap_or_default();
         match decoded {
             Ok((key, entry)) => {
                 pending.objects.insert(key, entry);
             }
             Err((key, problem)) => {
-                if let Some(old) = last_good(&key) {
-                    pending.objects.insert(key.clone(), old);
+                // The last good version (already in the input) stays in effect.
+                if let Some(old) = scope.live.objects.get(&key) {
+                    pending.objects.insert(key.clone(), old.clone());
                 }
                 if scope.live.problems.get(&key) != Some(&*problem) {
                     tracing::warn!("{problem} (skipped)");
@@ -128,32 +156,54 @@ impl Stores {
 
     /// The list is complete: the pending store replaces the live one at once.
     pub fn init_done(&self, id: ScopeId) {
-        let mut scopes = self.lock();
+        let mut state = self.lock();
+        let State { scopes, input } = &mut *state;
         let Some(scope) = scopes.get_mut(id) else {
             return;
         };
-        let pending = scope.pending.take().unwrap_or_default();
+        let mut pending = scope.pending.take().unwrap_or_default();
         let differs =
             hashes(&scope.live) != hashes(&pending) || scope.live.problems != pending.problems;
+        for key in scope.live.objects.keys() {
+            if !pending.objects.contains_key(key) && !scope.is_secret() {
+                input.record(key.clone(), None);
+            }
+        }
+        for (key, entry) in &mut pending.objects {
+            let same = scope.live.objects.get(key).map(|e| e.hash) == Some(entry.hash);
+            if same && !scope.is_secret() {
+                entry.doc = None;
+            } else {
+                scope.settle(key, entry, input);
+            }
+        }
         let first = !scope.synced;
         tracing::debug!(watch = %describe(scope), objects = pending.objects.len(), "listed");
         scope.live = pending;
         scope.synced = true;
-        drop(scopes);
+        drop(state);
         self.notify(differs || first);
     }
 
     pub fn apply(&self, id: ScopeId, object: Value) {
-        let mut scopes = self.lock();
+        let mut state = self.lock();
+        let State { scopes, input } = &mut *state;
         let Some(scope) = scopes.get_mut(id) else {
             return;
         };
         let translate = match decode(&scope.kind, object) {
-            Ok((key, entry)) => {
+            Ok((key, mut entry)) => {
                 let hash = entry.hash;
-                let old = scope.live.objects.insert(key.clone(), entry);
                 let had_problem = scope.live.problems.remove(&key).is_some();
-                had_problem || old.is_none_or(|o| o.hash != hash)
+                let changed = scope.live.objects.get(&key).is_none_or(|o| o.hash != hash);
+                if changed {
+                    scope.settle(&key, &mut entry, input);
+                } else {
+                    // Same content: the input already holds it (status-only change).
+                    entry.doc = entry.doc.filter(|_| scope.is_secret());
+                }
+                scope.live.objects.insert(key, entry);
+                had_problem || changed
             }
             Err((key, problem)) => {
                 // The last good version stays in effect.
@@ -167,33 +217,43 @@ impl Stores {
                 new
             }
         };
-        drop(scopes);
+        drop(state);
         self.notify(translate);
     }
 
     pub fn delete(&self, id: ScopeId, object: Value) {
-        let mut scopes = self.lock();
+        let mut state = self.lock();
+        let State { scopes, input } = &mut *state;
         let Some(scope) = scopes.get_mut(id) else {
             return;
         };
         let key = kinds::key_of(&scope.kind, &object);
         let removed = scope.live.objects.remove(&key).is_some();
+        if removed && !scope.is_secret() {
+            input.record(key.clone(), None);
+        }
         let had_problem = scope.live.problems.remove(&key).is_some();
-        drop(scopes);
+        drop(state);
         self.notify(removed || had_problem);
     }
 
     /// The kind is not served (CRD not installed) or not readable (RBAC): treat it as empty,
     /// so the rest of the configuration is served. The watch keeps retrying.
     pub fn unavailable(&self, id: ScopeId) {
-        let mut scopes = self.lock();
+        let mut state = self.lock();
+        let State { scopes, input } = &mut *state;
         let Some(scope) = scopes.get_mut(id) else {
             return;
         };
         let had = !scope.live.objects.is_empty() || !scope.synced;
+        if !scope.is_secret() {
+            for key in scope.live.objects.keys() {
+                input.record(key.clone(), None);
+            }
+        }
         scope.live = Contents::default();
         scope.synced = true;
-        drop(scopes);
+        drop(state);
         self.notify(had);
     }
 
@@ -207,8 +267,9 @@ impl Stores {
 
     /// The object as last seen, for kinds whose status Portico writes.
     pub fn live(&self, key: &ObjectKey) -> Option<Arc<Value>> {
-        let scopes = self.lock();
-        scopes
+        let state = self.lock();
+        state
+            .scopes
             .iter()
             .filter(|s| s.kind.name() == key.kind)
             .find_map(|s| s.live.objects.get(key).and_then(|e| e.raw.clone()))
@@ -216,9 +277,9 @@ impl Stores {
 
     /// Every live object of the kinds whose status Portico writes.
     pub fn live_owned(&self) -> Vec<(ObjectKey, Arc<Value>)> {
-        let scopes = self.lock();
+        let state = self.lock();
         let mut out = Vec::new();
-        for scope in scopes.iter() {
+        for scope in state.scopes.iter() {
             for (key, entry) in &scope.live.objects {
                 if let Some(raw) = &entry.raw {
                     out.push((key.clone(), raw.clone()));
@@ -228,36 +289,28 @@ impl Stores {
         out
     }
 
-    /// A snapshot for the translator: every object, but only the Secrets something refers to.
-    pub fn resources(&self) -> (Resources, Vec<Problem>) {
-        let scopes = self.lock();
-        let mut resources = Resources::default();
-        let mut problems = Vec::new();
-        let mut referrers = Vec::new();
-        for scope in scopes.iter() {
-            problems.extend(scope.live.problems.values().cloned());
-            if scope.kind.name() == "Secret" {
-                continue;
-            }
-            for entry in scope.live.objects.values() {
-                if let Some(raw) = &entry.raw {
-                    referrers.push((entry.doc.key.clone(), raw.clone()));
-                }
-                resources.insert("", entry.doc.clone());
-            }
-        }
-        let wanted = refs::referenced_secrets(referrers.iter().map(|(k, v)| (k, v.as_ref())));
-        for scope in scopes.iter().filter(|s| s.kind.name() == "Secret") {
-            for (key, entry) in &scope.live.objects {
-                if wanted.contains(&(key.namespace.clone(), key.name.clone())) {
-                    resources.insert("", entry.doc.clone());
-                }
-            }
-        }
-        // API objects have no file and line.
-        resources.sources.clear();
+    /// The translator's input: every object, but only the Secrets something refers to.
+    /// Updated in place from the last call's (drop that one first, or it is copied).
+    pub fn resources(&self) -> (Arc<Resources>, Vec<Problem>) {
+        let mut state = self.lock();
+        let State { scopes, input } = &mut *state;
+        let mut problems: Vec<Problem> = scopes
+            .iter()
+            .flat_map(|s| s.live.problems.values().cloned())
+            .collect();
         problems.sort();
-        (resources, problems)
+        let referrers = scopes
+            .iter()
+            .flat_map(|s| &s.live.objects)
+            .filter_map(|(key, entry)| Some((key, entry.raw.as_deref()?)));
+        let wanted = refs::referenced_secrets(referrers);
+        let secrets = scopes
+            .iter()
+            .filter(|s| s.is_secret())
+            .flat_map(|s| &s.live.objects)
+            .filter(|(key, _)| wanted.contains(&(key.namespace.clone(), key.name.clone())))
+            .filter_map(|(key, entry)| Some((key, entry.hash, entry.doc.as_ref()?)));
+        (input.load(secrets), problems)
     }
 }
 
@@ -275,11 +328,58 @@ fn hashes(contents: &Contents) -> Vec<(&ObjectKey, u64)> {
 fn decode(kind: &Kind, object: Value) -> Result<(ObjectKey, Entry), (ObjectKey, Box<Problem>)> {
     let key = kinds::key_of(kind, &object);
     let hash = content_hash(&object);
-    let raw = kind.owns_status.then(|| Arc::new(object.clone()));
+    let mut object = without_bookkeeping(object);
+    let raw = kind
+        .owns_status
+        .then(|| Arc::new(for_status(kind, &object)));
+    if kind.owns_status
+        && let Some(map) = object.as_object_mut()
+    {
+        // Portico computes these objects' status and never reads the cluster's (the status
+        // writer reads it from `raw`): the translator's copy goes without.
+        map.remove("status");
+    }
     match kinds::decode(kind, object) {
-        Ok(doc) => Ok((doc.key.clone(), Entry { doc, raw, hash })),
+        Ok(doc) => Ok((
+            doc.key.clone(),
+            Entry {
+                doc: Some(doc),
+                raw,
+                hash,
+            },
+        )),
         Err(problem) => Err((key, problem)),
     }
+}
+
+/// The object without bookkeeping that neither the translator nor the status writer reads
+/// and that can be larger than the object itself: managed fields, and kubectl's copy of the
+/// last applied configuration.
+fn without_bookkeeping(mut object: Value) -> Value {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+        if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    object
+}
+
+/// What the status writer (metadata, status, a GatewayClass's controllerName) and the Secret
+/// references (specs that can name certificates) read: routes, the bulk of the objects, go
+/// without their spec.
+fn for_status(kind: &Kind, object: &Value) -> Value {
+    let Some(map) = object.as_object() else {
+        return object.clone();
+    };
+    let routes = ["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"];
+    let without_spec = routes.contains(&kind.name());
+    Value::Object(
+        map.iter()
+            .filter(|(field, _)| !(without_spec && *field == "spec"))
+            .map(|(field, value)| (field.clone(), value.clone()))
+            .collect(),
+    )
 }
 
 /// Hash of the object without status and server bookkeeping.
@@ -356,6 +456,31 @@ mod tests {
     }
 
     #[test]
+    fn bookkeeping_is_not_kept() {
+        let (stores, _rx, id) = stores();
+        let mut object = route("a", "a.example", "1");
+        object["metadata"]["managedFields"] = json!([{"manager": "kubectl"}]);
+        object["status"] = json!({"parents": []});
+        object["metadata"]["annotations"] = json!({
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            "keep": "me",
+        });
+        stores.apply(id, object);
+        let live = stores
+            .live(&ObjectKey::new("HTTPRoute", "ns", "a"))
+            .unwrap();
+        assert_eq!(live["metadata"]["managedFields"], Value::Null);
+        assert_eq!(live["metadata"]["annotations"], json!({"keep": "me"}));
+        assert_eq!(live["status"], json!({"parents": []}));
+        assert_eq!(live["spec"], Value::Null, "routes name no Secrets");
+        let (resources, _) = stores.resources();
+        let meta = &resources.http_routes[0].metadata;
+        assert!(meta.managed_fields.is_none());
+        assert!(resources.http_routes[0].status.is_none());
+        assert_eq!(meta.annotations.as_ref().map(|a| a.len()), Some(1));
+    }
+
+    #[test]
     fn status_only_changes_do_not_wake_the_translator() {
         let (stores, mut rx, id) = stores();
         stores.apply(id, route("a", "a.example", "1"));
@@ -419,6 +544,67 @@ mod tests {
             .filter_map(|s| s.metadata.name.clone())
             .collect();
         assert_eq!(names, ["cert"]);
+    }
+
+    /// Everything the translator sees, independent of order.
+    fn view(stores: &Stores) -> Vec<String> {
+        let (r, problems) = stores.resources();
+        let mut out: Vec<String> = r
+            .http_routes
+            .iter()
+            .map(|o| format!("{o:?}"))
+            .chain(r.revisions.iter().map(|k| format!("{k:?}")))
+            .chain(problems.iter().map(|p| p.to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn updates_in_place_match_a_fresh_list() {
+        let (stores, _rx, id) = stores();
+        let mut live: BTreeMap<String, Value> = BTreeMap::new();
+        let mut seed: u64 = 7;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for step in 0..120 {
+            let name = format!("r{}", next(90));
+            match next(10) {
+                0 => {
+                    stores.delete(id, route(&name, "", "0"));
+                    live.remove(&name);
+                }
+                1 => {
+                    // A relist with many changes at once (the rebuild path).
+                    stores.init(id);
+                    live.clear();
+                    for i in 0..next(90) {
+                        let (name, host) = (format!("r{i}"), format!("h{}.example", next(3)));
+                        live.insert(name.clone(), route(&name, &host, "1"));
+                        stores.init_apply(id, route(&name, &host, "1"));
+                    }
+                    stores.init_done(id);
+                }
+                _ => {
+                    let object = route(&name, &format!("h{}.example", next(3)), "1");
+                    live.insert(name, object.clone());
+                    stores.apply(id, object);
+                }
+            }
+            if step % 3 == 0 {
+                let (fresh, _rx2, fresh_id) = self::stores();
+                fresh.init(fresh_id);
+                for object in live.values() {
+                    fresh.init_apply(fresh_id, object.clone());
+                }
+                fresh.init_done(fresh_id);
+                assert_eq!(view(&stores), view(&fresh), "step {step}");
+            }
+        }
     }
 
     #[test]

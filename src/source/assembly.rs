@@ -1,9 +1,11 @@
 //! The directory's objects as one `Resources`, kept up to date file by file.
 //!
-//! Rebuilding `Resources` from every file on each change deep-copies every object (about 50 ms
-//! at 3000 routes); a one-file change instead removes that file's old objects and inserts its new
-//! ones. Objects defined in more than one file fall back to a full rebuild, where "first in path
-//! order wins" is easy to get right. The translator does not depend on input order.
+//! Every object is held once: the definition in effect (the first in path order) in the
+//! `Resources` handed to the translator, a later duplicate in `shadowed` until the one before
+//! it goes away. Files remember only their keys. A one-file change removes that file's old
+//! objects and inserts its new ones in place; a change touching many objects moves everything
+//! out and builds a fresh `Resources` instead (removal in place costs a scan of the kind's list
+//! per object). The translator does not depend on input order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,39 +13,10 @@ use std::sync::Arc;
 
 use portico_translator::{Document, ObjectKey, Resources};
 
-/// Which files define each object; more than one means a duplicate.
-#[derive(Default)]
-pub struct Definitions {
-    files: BTreeMap<ObjectKey, BTreeSet<PathBuf>>,
-}
+use super::objects;
 
-impl Definitions {
-    pub fn add<'a>(&mut self, path: &Path, keys: impl IntoIterator<Item = &'a ObjectKey>) {
-        for key in keys {
-            self.files
-                .entry(key.clone())
-                .or_default()
-                .insert(path.to_path_buf());
-        }
-    }
-
-    pub fn remove(&mut self, path: &Path, keys: &[ObjectKey]) {
-        for key in keys {
-            if let Some(files) = self.files.get_mut(key) {
-                files.remove(path);
-                if files.is_empty() {
-                    self.files.remove(key);
-                }
-            }
-        }
-    }
-
-    /// Whether any of these objects is (also) defined in another file.
-    pub fn any_duplicate<'a>(&self, keys: impl IntoIterator<Item = &'a ObjectKey>) -> bool {
-        keys.into_iter()
-            .any(|k| self.files.get(k).is_some_and(|f| f.len() > 1))
-    }
-}
+/// Above this many removals, rebuilding beats removing one by one.
+const IN_PLACE_REMOVALS: usize = 64;
 
 /// One file re-read: the objects it defined before, and its documents now.
 pub struct FileChange {
@@ -52,53 +25,204 @@ pub struct FileChange {
     pub new: Vec<Document>,
 }
 
-/// Applies file changes in place. `resources` must not be shared at this point, or this copies it.
-pub fn apply(resources: &mut Arc<Resources>, changes: Vec<FileChange>) {
-    let resources = Arc::make_mut(resources);
-    for change in &changes {
-        for key in &change.old {
-            remove(resources, key);
+/// The objects of every file, each held once.
+#[derive(Default)]
+pub struct Assembly {
+    /// The definitions in effect, as the translator's input. Updated in place when nobody else
+    /// holds it, else copied first.
+    resources: Arc<Resources>,
+    /// Which files define each object, in path order: the first one's is in effect.
+    definitions: BTreeMap<ObjectKey, Files>,
+    /// Definitions not in effect (duplicates), by object and file.
+    shadowed: BTreeMap<ObjectKey, BTreeMap<Arc<Path>, Document>>,
+    /// The objects defined in more than one file.
+    duplicated: BTreeSet<ObjectKey>,
+}
+
+/// The files defining one object, in path order. Almost always one: a sorted `Vec` of paths
+/// shared by the file's objects costs a fraction of a `BTreeSet<PathBuf>` per object.
+#[derive(Default)]
+struct Files(Vec<Arc<Path>>);
+
+impl Files {
+    fn first(&self) -> Option<&Arc<Path>> {
+        self.0.first()
+    }
+
+    fn insert(&mut self, path: &Arc<Path>) {
+        if let Err(i) = self.0.binary_search(path) {
+            self.0.insert(i, path.clone());
         }
     }
-    for change in changes {
-        let file = change.path.display().to_string();
-        for doc in change.new {
-            resources.insert(&file, doc);
+
+    /// Whether the path was there.
+    fn remove(&mut self, path: &Path) -> bool {
+        match self.0.binary_search_by(|p| (**p).cmp(path)) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
         }
     }
 }
 
-/// Removes one object (by kind, namespace and name) and where it came from.
-fn remove(resources: &mut Resources, key: &ObjectKey) {
-    resources.sources.remove(key);
-    resources.revisions.remove(key);
-    // The parser sets metadata.namespace to the key's namespace for namespaced kinds.
-    macro_rules! drop_from {
-        ($list:expr) => {
-            $list.retain(|o| {
-                o.metadata.name.as_deref() != Some(key.name.as_str())
-                    || o.metadata.namespace.as_deref().unwrap_or("") != key.namespace
-            })
-        };
+/// Where the definitions in effect live while changes are applied.
+trait Effective {
+    fn remove(&mut self, key: &ObjectKey);
+    fn take(&mut self, key: &ObjectKey) -> Option<Document>;
+    fn put(&mut self, file: &Path, doc: Document);
+}
+
+impl Effective for Resources {
+    fn remove(&mut self, key: &ObjectKey) {
+        Resources::remove(self, key);
     }
-    match key.kind.as_str() {
-        "GatewayClass" => drop_from!(resources.gateway_classes),
-        "Gateway" => drop_from!(resources.gateways),
-        "ListenerSet" => drop_from!(resources.listener_sets),
-        "HTTPRoute" => drop_from!(resources.http_routes),
-        "GRPCRoute" => drop_from!(resources.grpc_routes),
-        "TLSRoute" => drop_from!(resources.tls_routes),
-        "TCPRoute" => drop_from!(resources.tcp_routes),
-        "UDPRoute" => drop_from!(resources.udp_routes),
-        "ReferenceGrant" => drop_from!(resources.reference_grants),
-        "BackendTLSPolicy" => drop_from!(resources.backend_tls_policies),
-        "Service" => drop_from!(resources.services),
-        "EndpointSlice" => drop_from!(resources.endpoint_slices),
-        "Secret" => drop_from!(resources.secrets),
-        "ConfigMap" => drop_from!(resources.config_maps),
-        "Namespace" => drop_from!(resources.namespaces),
-        "Backend" => drop_from!(resources.backends),
-        _ => {}
+    fn take(&mut self, key: &ObjectKey) -> Option<Document> {
+        let doc = objects::get(self, key);
+        Resources::remove(self, key);
+        doc
+    }
+    fn put(&mut self, file: &Path, doc: Document) {
+        self.insert(&file.display().to_string(), doc);
+    }
+}
+
+/// The bulk form: objects by key, inserted into a fresh `Resources` at the end.
+impl Effective for BTreeMap<ObjectKey, Document> {
+    fn remove(&mut self, key: &ObjectKey) {
+        BTreeMap::remove(self, key);
+    }
+    fn take(&mut self, key: &ObjectKey) -> Option<Document> {
+        BTreeMap::remove(self, key)
+    }
+    fn put(&mut self, _file: &Path, doc: Document) {
+        self.insert(doc.key.clone(), doc);
+    }
+}
+
+impl Assembly {
+    /// The translator's input. Drop every clone before the next [`Assembly::apply`] to avoid
+    /// a copy.
+    pub fn resources(&self) -> &Arc<Resources> {
+        &self.resources
+    }
+
+    /// A copy of `path`'s definition of `key`, in effect or not (for last-good stand-ins).
+    pub fn definition(&self, path: &Path, key: &ObjectKey) -> Option<Document> {
+        let files = self.definitions.get(key)?;
+        if files.first().map(|p| &**p) == Some(path) {
+            objects::get(&self.resources, key)
+        } else {
+            self.shadowed.get(key)?.get(path).cloned()
+        }
+    }
+
+    /// The objects defined in more than one file, with those files in path order.
+    pub fn duplicated(&self) -> impl Iterator<Item = (&ObjectKey, &[Arc<Path>])> {
+        self.duplicated
+            .iter()
+            .filter_map(|k| Some((k, self.definitions.get(k)?.0.as_slice())))
+    }
+
+    /// Applies file changes, in place when few objects go away.
+    pub fn apply(&mut self, changes: Vec<FileChange>) {
+        let removals: usize = changes.iter().map(|c| c.old.len()).sum();
+        if removals <= IN_PLACE_REMOVALS {
+            let mut resources = std::mem::take(&mut self.resources);
+            let effective = Arc::make_mut(&mut resources);
+            for change in changes {
+                self.apply_one(effective, change);
+            }
+            self.resources = resources;
+            return;
+        }
+        let resources = std::mem::take(&mut self.resources);
+        let resources = Arc::try_unwrap(resources).unwrap_or_else(|shared| (*shared).clone());
+        let mut effective: BTreeMap<ObjectKey, Document> = objects::drain(resources)
+            .into_iter()
+            .map(|d| (d.key.clone(), d))
+            .collect();
+        for change in changes {
+            self.apply_one(&mut effective, change);
+        }
+        let mut fresh = Resources::default();
+        for (key, doc) in effective {
+            let Some(file) = self.definitions.get(&key).and_then(|f| f.first()) else {
+                continue;
+            };
+            fresh.insert(&file.display().to_string(), doc);
+        }
+        self.resources = Arc::new(fresh);
+    }
+
+    fn apply_one(&mut self, effective: &mut impl Effective, change: FileChange) {
+        let path: Arc<Path> = change.path.into();
+        for key in &change.old {
+            let Some(files) = self.definitions.get_mut(key) else {
+                continue;
+            };
+            let in_effect = files.first() == Some(&path);
+            if !files.remove(&path) {
+                continue; // listed twice in the file
+            }
+            let next = files.first().cloned();
+            if files.0.len() < 2 {
+                self.duplicated.remove(key);
+            }
+            if files.0.is_empty() {
+                self.definitions.remove(key);
+            }
+            if !in_effect {
+                self.unshadow(key, &path);
+                continue;
+            }
+            effective.remove(key);
+            // The next file's duplicate takes over.
+            if let Some(next) = next
+                && let Some(doc) = self.unshadow(key, &next)
+            {
+                effective.put(&next, doc);
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for doc in change.new {
+            // A second definition within the file is ignored, like any later duplicate.
+            if !seen.insert(doc.key.clone()) {
+                continue;
+            }
+            let files = self.definitions.entry(doc.key.clone()).or_default();
+            files.insert(&path);
+            if files.0.len() > 1 {
+                self.duplicated.insert(doc.key.clone());
+            }
+            if files.first() != Some(&path) {
+                self.shadowed
+                    .entry(doc.key.clone())
+                    .or_default()
+                    .insert(path.clone(), doc);
+                continue;
+            }
+            // This file comes first now: the definition in effect so far steps back.
+            if let Some(previous) = files.0.get(1).cloned()
+                && let Some(old) = effective.take(&doc.key)
+            {
+                self.shadowed
+                    .entry(doc.key.clone())
+                    .or_default()
+                    .insert(previous, old);
+            }
+            effective.put(&path, doc);
+        }
+    }
+
+    fn unshadow(&mut self, key: &ObjectKey, path: &Path) -> Option<Document> {
+        let files = self.shadowed.get_mut(key)?;
+        let doc = files.remove(path);
+        if files.is_empty() {
+            self.shadowed.remove(key);
+        }
+        doc
     }
 }
 
@@ -109,27 +233,28 @@ mod tests {
     const A: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: a\nspec: {}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n";
     const B: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: a\n  namespace: other\nspec: {}\n";
 
+    fn add(file: &str, docs: &[Document]) -> FileChange {
+        FileChange {
+            path: file.into(),
+            old: Vec::new(),
+            new: docs.to_vec(),
+        }
+    }
+
     #[test]
     fn removes_exactly_the_objects_of_a_file() {
         let (a, _) = portico_translator::parse_file("a.yaml", A);
         let (b, _) = portico_translator::parse_file("b.yaml", B);
-        let mut resources = Arc::new(Resources::default());
-        let add = |file: &str, docs: &[Document]| FileChange {
-            path: file.into(),
-            old: Vec::new(),
-            new: docs.to_vec(),
-        };
-        apply(&mut resources, vec![add("a.yaml", &a), add("b.yaml", &b)]);
-        assert_eq!(resources.http_routes.len(), 2);
-        assert_eq!(resources.namespaces.len(), 1);
-        apply(
-            &mut resources,
-            vec![FileChange {
-                path: "a.yaml".into(),
-                old: a.into_iter().map(|d| d.key).collect(),
-                new: Vec::new(),
-            }],
-        );
+        let mut assembly = Assembly::default();
+        assembly.apply(vec![add("a.yaml", &a), add("b.yaml", &b)]);
+        assert_eq!(assembly.resources().http_routes.len(), 2);
+        assert_eq!(assembly.resources().namespaces.len(), 1);
+        assembly.apply(vec![FileChange {
+            path: "a.yaml".into(),
+            old: a.into_iter().map(|d| d.key).collect(),
+            new: Vec::new(),
+        }]);
+        let resources = assembly.resources();
         assert_eq!(resources.http_routes.len(), 1);
         assert_eq!(
             resources.http_routes[0].metadata.namespace.as_deref(),
@@ -137,5 +262,41 @@ mod tests {
         );
         assert!(resources.namespaces.is_empty());
         assert_eq!(resources.sources.len(), 1);
+    }
+
+    #[test]
+    fn the_first_file_in_path_order_wins_and_the_next_takes_over() {
+        let (a, _) = portico_translator::parse_file("a.yaml", A);
+        let ns = |r: &Resources| {
+            r.sources
+                .values()
+                .map(|s| s.file.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut assembly = Assembly::default();
+        assembly.apply(vec![add("2.yaml", &a)]);
+        assembly.apply(vec![add("3.yaml", &a)]);
+        assert_eq!(ns(assembly.resources()), ["2.yaml", "2.yaml"]);
+        assert_eq!(assembly.duplicated().count(), 2);
+        // An earlier file takes over, and leaves again.
+        assembly.apply(vec![add("1.yaml", &a)]);
+        assert_eq!(ns(assembly.resources()), ["1.yaml", "1.yaml"]);
+        let keys: Vec<ObjectKey> = a.iter().map(|d| d.key.clone()).collect();
+        let gone = |file: &str| FileChange {
+            path: file.into(),
+            old: keys.clone(),
+            new: Vec::new(),
+        };
+        assembly.apply(vec![gone("1.yaml")]);
+        assert_eq!(ns(assembly.resources()), ["2.yaml", "2.yaml"]);
+        assembly.apply(vec![gone("2.yaml")]);
+        assert_eq!(ns(assembly.resources()), ["3.yaml", "3.yaml"]);
+        assert_eq!(assembly.resources().http_routes.len(), 1);
+        assert!(assembly.definition(Path::new("3.yaml"), &keys[0]).is_some());
+        assert!(assembly.definition(Path::new("2.yaml"), &keys[0]).is_none());
+        assembly.apply(vec![gone("3.yaml")]);
+        assert!(assembly.resources().sources.is_empty());
+        assert!(assembly.shadowed.is_empty() && assembly.definitions.is_empty());
+        assert!(assembly.duplicated.is_empty());
     }
 }

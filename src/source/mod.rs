@@ -3,4 +3,5 @@
 pub mod assembly;
 pub mod example;
 pub mod files;
+pub mod objects;
 pub mod watch;

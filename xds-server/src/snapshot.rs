@@ -21,12 +21,15 @@ pub struct Resource {
 
 impl Resource {
     pub(crate) fn new(type_url: &str, name: String, body: Any) -> Self {
-        let version = hex(any_hash(&body));
+        Self::shared(type_url, name, Arc::new(body))
+    }
+
+    fn shared(type_url: &str, name: String, body: Arc<Any>) -> Self {
         Resource {
             children: crate::refs::children(type_url, &body).into(),
+            version: hex(any_hash(&body)),
             name,
-            version,
-            body: Arc::new(body),
+            body,
         }
     }
 }
@@ -102,6 +105,26 @@ impl Snapshot {
             Some(old) => old.clone(),
             None => Resource::new(type_url, name, resource),
         };
+        self.put(type_url, resource);
+    }
+
+    /// [`Snapshot::insert`] for a body the caller already shares: when it is the very `Arc`
+    /// the previous snapshot holds (a producer that hands out unchanged resources again), reuse
+    /// costs a pointer comparison instead of a byte comparison.
+    pub fn insert_shared(&mut self, type_url: &str, name: &str, resource: Arc<Any>) {
+        let reused = self
+            .previous
+            .as_ref()
+            .and_then(|p| p.get(type_url)?.resources.get(name))
+            .filter(|old| Arc::ptr_eq(&old.body, &resource) || *old.body == *resource);
+        let resource = match reused {
+            Some(old) => old.clone(),
+            None => Resource::shared(type_url, name.to_string(), resource),
+        };
+        self.put(type_url, resource);
+    }
+
+    fn put(&mut self, type_url: &str, resource: Resource) {
         let types = Arc::make_mut(&mut self.types);
         if !types.contains_key(type_url) {
             types.insert(type_url.to_string(), TypeSet::default());
@@ -372,6 +395,25 @@ mod tests {
         c.share_unchanged(&b);
         assert!(Arc::ptr_eq(&map(&c, CLUSTER), &map(&b, CLUSTER)));
         assert!(!Arc::ptr_eq(&map(&c, LISTENER), &map(&b, LISTENER)));
+    }
+
+    #[test]
+    fn insert_shared_reuses_by_pointer_or_bytes_and_versions_like_insert() {
+        let mut a = Snapshot::new();
+        let body = Arc::new(any(CLUSTER, b"1"));
+        a.insert_shared(CLUSTER, "a", body.clone());
+        a.insert(CLUSTER, "b", any(CLUSTER, b"2"));
+        let mut plain = Snapshot::new();
+        plain.insert(CLUSTER, "a", any(CLUSTER, b"1"));
+        assert_eq!(a.get(CLUSTER, "a"), plain.get(CLUSTER, "a"));
+        let mut b = Snapshot::reusing(&a);
+        b.insert_shared(CLUSTER, "a", body);
+        b.insert_shared(CLUSTER, "b", Arc::new(any(CLUSTER, b"2")));
+        for n in ["a", "b"] {
+            let old = a.get(CLUSTER, n).unwrap();
+            assert!(Arc::ptr_eq(&b.get(CLUSTER, n).unwrap().body, &old.body));
+        }
+        assert!(a.same_content(&b));
     }
 
     #[test]
