@@ -52,15 +52,15 @@ impl Incremental {
         cache: &portico_xds::Cache,
     ) -> BTreeMap<String, portico_xds::Snapshot> {
         self.packs
-            .fleets_to_any(&translation.fleets)
+            .fleets_to_shared(&translation.fleets)
             .into_iter()
             .map(|(fleet, resources)| {
                 let mut snapshot = match cache.snapshot(&fleet) {
                     Some(previous) => portico_xds::Snapshot::reusing(&previous),
                     None => portico_xds::Snapshot::new(),
                 };
-                for (type_url, name, any) in resources {
-                    snapshot.insert(&type_url, name, any);
+                for r in resources {
+                    snapshot.insert_shared(r.type_url, &r.name, r.any);
                 }
                 (fleet, snapshot)
             })

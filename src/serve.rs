@@ -221,7 +221,10 @@ impl Reconciler {
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "xDS events dropped; status may lag until the next change");
+                        tracing::debug!(missed = n, "xDS events dropped; reading NACKs from the streams instead");
+                        if self.resync_rejections() {
+                            self.reconcile().await;
+                        }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
@@ -394,6 +397,31 @@ impl Reconciler {
             }
             XdsEventKind::Connected | XdsEventKind::Disconnected => false,
         }
+    }
+
+    /// Rebuilds the NACK feedback from the streams' own records, after events were dropped (a
+    /// large fleet ACKing one change at once can overflow the event channel): a (fleet, type)
+    /// stays rejected while a connected node's latest answer for it is a NACK. Returns whether
+    /// the feedback changed.
+    fn resync_rejections(&mut self) -> bool {
+        let mut latest: BTreeMap<(String, String), portico_xds::Nack> = BTreeMap::new();
+        for (fleet, type_url, nack) in self.state.cache.nacks() {
+            let key = (fleet, type_url);
+            if latest.get(&key).is_none_or(|seen| seen.at < nack.at) {
+                latest.insert(key, nack);
+            }
+        }
+        let mut rejected: BTreeMap<String, Vec<Rejection>> = BTreeMap::new();
+        for ((fleet, type_url), nack) in latest {
+            rejected.entry(fleet).or_default().push(Rejection {
+                type_url,
+                resource_names: nack.resource_names,
+                message: nack.message,
+            });
+        }
+        let changed = rejected != self.feedback.rejected;
+        self.feedback.rejected = rejected;
+        changed
     }
 
     /// Names the input objects (with file and line) behind rejected resources, for the log.

@@ -10,6 +10,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::Any;
+use crate::Nack;
 use crate::metrics::Metrics;
 use crate::names::Interner;
 use crate::shared::Responses;
@@ -168,6 +169,21 @@ impl Cache {
             .iter()
             .map(|s| lock(s).status())
             .collect()
+    }
+
+    /// The standing NACKs of every connected stream as (fleet, type URL, NACK): a cheap
+    /// subset of [`Cache::node_statuses`] for a consumer that missed events.
+    pub fn nacks(&self) -> Vec<(String, String, Nack)> {
+        let mut out = Vec::new();
+        for s in self.stream_states() {
+            let s = lock(&s);
+            for (type_url, ts) in &s.types {
+                if let Some(nack) = &ts.last_nack {
+                    out.push((s.fleet().to_string(), type_url.clone(), nack.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// What a node was last sent, per type URL, by name (merged over the node's streams).

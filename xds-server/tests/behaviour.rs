@@ -38,6 +38,11 @@ async fn nack_is_held_and_told_sotw() {
         (&*bad.version_info, message)
     );
     assert_eq!(nack.resource_names, ["c2"]);
+    // The same NACK, as a consumer that missed events reads it back.
+    let standing = h.cache.nacks();
+    assert_eq!(standing.len(), 1);
+    assert_eq!((standing[0].0.as_str(), standing[0].1.as_str()), (FLEET, CLUSTER));
+    assert_eq!(&standing[0].2, nack);
     let metrics = h.cache.render_metrics();
     assert!(
         metrics.contains("portico_xds_nacks_total{type=\"envoy.config.cluster.v3.Cluster\"} 1")
@@ -64,6 +69,7 @@ async fn nack_is_held_and_told_sotw() {
     let t = &h.cache.node_statuses()[0].types[CLUSTER];
     assert_eq!(t.state, SyncState::Synced);
     assert!(t.last_nack.is_none());
+    assert!(h.cache.nacks().is_empty());
 }
 
 /// Per-type SotW streams NACK the same way.
