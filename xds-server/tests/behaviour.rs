@@ -41,7 +41,10 @@ async fn nack_is_held_and_told_sotw() {
     // The same NACK, as a consumer that missed events reads it back.
     let standing = h.cache.nacks();
     assert_eq!(standing.len(), 1);
-    assert_eq!((standing[0].0.as_str(), standing[0].1.as_str()), (FLEET, CLUSTER));
+    assert_eq!(
+        (standing[0].0.as_str(), standing[0].1.as_str()),
+        (FLEET, CLUSTER)
+    );
     assert_eq!(&standing[0].2, nack);
     let metrics = h.cache.render_metrics();
     assert!(
