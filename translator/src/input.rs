@@ -399,6 +399,10 @@ fn parse_object(mut value: Value) -> Result<Option<(ObjectKey, Object)>, Box<Pro
         if let Some(Value::Mapping(meta)) = value.get_mut("metadata") {
             meta.insert(Value::from("namespace"), Value::from(namespace.clone()));
         }
+    } else if let Some(Value::Mapping(meta)) = value.get_mut("metadata") {
+        // A cluster-scoped object has no namespace (the API server drops a stray one); keeping
+        // it would make the object disagree with its key.
+        meta.remove(Value::from("namespace"));
     }
     // The API server starts every object at generation 1; a file rarely says so, and status
     // must still carry an observedGeneration that matches.
@@ -502,4 +506,19 @@ fn split_documents(text: &str) -> Vec<Chunk> {
         content_line: content_line.unwrap_or(first_line),
     });
     chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_scoped_object_with_a_stray_namespace_is_removed_by_its_key() {
+        let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: gc\n  namespace: stray\nspec:\n  controllerName: x\n";
+        let (mut resources, problems) = Resources::from_yaml("a.yaml", yaml);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(resources.gateway_classes[0].metadata.namespace, None);
+        assert_eq!(resources.remove(&ObjectKey::new("GatewayClass", "", "gc")), 1);
+        assert!(resources.gateway_classes.is_empty());
+    }
 }
