@@ -79,8 +79,6 @@ fn apply(resources: &mut Arc<Resources>, changes: BTreeMap<ObjectKey, Option<Doc
                 resources.insert("", doc);
             }
         }
-        // API objects have no file and line.
-        resources.sources.clear();
         return;
     }
     let old = Arc::try_unwrap(std::mem::take(resources)).unwrap_or_else(|s| (*s).clone());
@@ -98,7 +96,6 @@ fn apply(resources: &mut Arc<Resources>, changes: BTreeMap<ObjectKey, Option<Doc
     for doc in objects.into_values() {
         fresh.insert("", doc);
     }
-    fresh.sources.clear();
     *resources = Arc::new(fresh);
 }
 
@@ -154,6 +151,8 @@ mod tests {
             expected.sort();
             assert_eq!(hosts(&loaded), expected);
             assert_eq!(loaded.revisions.len(), model.len());
+            // The translator can follow the change log (incremental translation's fast path).
+            assert!(loaded.changes().is_some());
         }
     }
 }

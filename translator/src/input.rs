@@ -123,20 +123,23 @@ pub struct Document {
 }
 
 impl Resources {
-    /// Adds a parsed document, remembering where it came from. An object with the same key
-    /// stays (a duplicate): `remove` it first to replace it.
+    /// Adds a parsed document, remembering where it came from (nothing for an empty `file`:
+    /// an object from the API server has no file and line). An object with the same key stays
+    /// (a duplicate): `remove` it first to replace it.
     pub fn insert(&mut self, file: &str, doc: Document) {
         let revised = self
             .revisions
             .insert(doc.key.clone(), doc.revision)
             .is_none();
-        self.sources.insert(
-            doc.key.clone(),
-            SourceLocation {
-                file: file.to_string(),
-                line: doc.line,
-            },
-        );
+        if !file.is_empty() {
+            self.sources.insert(
+                doc.key.clone(),
+                SourceLocation {
+                    file: file.to_string(),
+                    line: doc.line,
+                },
+            );
+        }
         match doc.object {
             Object::GatewayClass(o) => self.gateway_classes.push(o),
             Object::Gateway(o) => self.gateways.push(o),
