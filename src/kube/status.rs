@@ -99,7 +99,8 @@ async fn write(
     let Some(mut live) = stores.live(&key).map(|v| v.as_ref().clone()) else {
         return Ok(());
     };
-    let desired_hash = xxhash_rust::xxh3::xxh3_64(status.status.to_string().as_bytes());
+    let desired_hash = xxhash_rust::xxh3::xxh3_64(status.status.as_str().as_bytes());
+    let mut desired: Option<Value> = None;
     let api: Api<DynamicObject> = if kind.namespaced {
         Api::namespaced_with(client.clone(), &namespace, &kind.resource)
     } else {
@@ -125,7 +126,9 @@ async fn write(
             return Ok(());
         }
         let current = live.get("status").cloned().unwrap_or_else(|| json!({}));
-        let target = target_status(&status.status, &current, &now());
+        // Parsed only for objects that may need a write.
+        let desired = desired.get_or_insert_with(|| status.status.to_value());
+        let target = target_status(desired, &current, &now());
         if target == current {
             return Ok(());
         }
@@ -189,7 +192,7 @@ fn stale_entries(stores: &Stores, statuses: &[ObjectStatus], kinds: &[Kind]) -> 
             namespace: kind.namespaced.then(|| key.namespace.clone()),
             name: key.name.clone(),
             generation: None,
-            status: Value::Object(status),
+            status: Value::Object(status).into(),
         });
     }
     out

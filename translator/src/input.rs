@@ -521,7 +521,10 @@ mod tests {
         let (mut resources, problems) = Resources::from_yaml("a.yaml", yaml);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(resources.gateway_classes[0].metadata.namespace, None);
-        assert_eq!(resources.remove(&ObjectKey::new("GatewayClass", "", "gc")), 1);
+        assert_eq!(
+            resources.remove(&ObjectKey::new("GatewayClass", "", "gc")),
+            1
+        );
         assert!(resources.gateway_classes.is_empty());
     }
 }

@@ -1,6 +1,9 @@
 //! Status of owned objects, rendered like `kubectl get -o yaml`.
 
-use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -10,7 +13,44 @@ pub struct ObjectStatus {
     pub namespace: Option<String>,
     pub name: String,
     pub generation: Option<i64>,
-    pub status: Value,
+    pub status: StatusJson,
+}
+
+/// An object's `status` as compact JSON text (what `Value::to_string` gives): a few hundred
+/// bytes where the `Value` tree took kilobytes, and shared (`Arc`) between the memo and the
+/// status lists. Parsed only when a caller needs the tree.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StatusJson(Arc<str>);
+
+impl StatusJson {
+    /// The compact JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The status as a `Value` (parsed on every call).
+    pub fn to_value(&self) -> Value {
+        // The text came from a `Value`, so it parses; Null would only mean a bug here.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Value> for StatusJson {
+    fn from(value: Value) -> Self {
+        StatusJson(value.to_string().into())
+    }
+}
+
+impl fmt::Debug for StatusJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for StatusJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
 }
 
 /// `{"apiVersion":"v1","kind":"List","items":[{apiVersion, kind, metadata, status}...]}`.
@@ -26,7 +66,7 @@ pub fn status_documents(statuses: &[ObjectStatus]) -> Value {
             if let Some(ns) = &s.namespace {
                 metadata.insert("namespace".into(), json!(ns));
             }
-            json!({"apiVersion": s.api_version, "kind": s.kind, "metadata": metadata, "status": s.status})
+            json!({"apiVersion": s.api_version, "kind": s.kind, "metadata": metadata, "status": s.status.to_value()})
         })
         .collect();
     json!({"apiVersion": "v1", "kind": "List", "items": items})
@@ -73,4 +113,18 @@ impl Condition {
 
 pub fn conditions_json(conditions: &[Condition], generation: Option<i64>) -> Value {
     Value::Array(conditions.iter().map(|c| c.to_json(generation)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_json_keeps_the_compact_text_and_parses_back() {
+        let v = json!({"parents": [{"b": 1, "a": "x", "conditions": []}], "z": null});
+        let s = StatusJson::from(v.clone());
+        assert_eq!(s.as_str(), v.to_string());
+        assert_eq!(s.to_value(), v);
+        assert_eq!(serde_json::to_value(&s).unwrap(), v);
+    }
 }

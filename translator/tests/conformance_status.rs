@@ -124,6 +124,7 @@ fn check_case(case: &Value) -> Vec<String> {
             errors.push(format!("{what}: no status"));
             continue;
         };
+        let status = s.status.to_value();
         if let Some(parent) = e.get("parentRef").and_then(Value::as_str) {
             let parts: Vec<&str> = parent.split('/').collect();
             let parent_kind = e
@@ -136,7 +137,7 @@ fn check_case(case: &Value) -> Vec<String> {
                 "BackendTLSPolicy" => ("ancestors", "ancestorRef"),
                 _ => ("parents", "parentRef"),
             };
-            let found = s.status[list].as_array().into_iter().flatten().find(|p| {
+            let found = status[list].as_array().into_iter().flatten().find(|p| {
                 let r = &p[field];
                 r["name"] == parts[1]
                     && r.get("namespace")
@@ -159,17 +160,17 @@ fn check_case(case: &Value) -> Vec<String> {
             continue;
         }
         if let Some(c) = e.get("conditions") {
-            check_conditions(c, &s.status["conditions"], &what, &mut errors);
+            check_conditions(c, &status["conditions"], &what, &mut errors);
         }
         if let Some(l) = e.get("listeners") {
-            check_listeners(l, &s.status["listeners"], &what, &mut errors);
+            check_listeners(l, &status["listeners"], &what, &mut errors);
         }
         if let Some(n) = e.get("attachedListenerSets")
-            && s.status["attachedListenerSets"] != *n
+            && status["attachedListenerSets"] != *n
         {
             errors.push(format!(
                 "{what}: attachedListenerSets {} want {n}",
-                s.status["attachedListenerSets"]
+                status["attachedListenerSets"]
             ));
         }
     }

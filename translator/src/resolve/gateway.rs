@@ -115,7 +115,7 @@ pub fn classes(ctx: &Ctx) -> (BTreeSet<String>, Vec<ObjectStatus>) {
             namespace: None,
             name,
             generation,
-            status: json!({"conditions": conditions_json(&conditions, generation)}),
+            status: json!({"conditions": conditions_json(&conditions, generation)}).into(),
         });
     }
     (names, statuses)

@@ -98,7 +98,7 @@ pub fn gateway_status(gw: &GatewayModel) -> ObjectStatus {
         namespace: Some(gw.key.namespace.clone()),
         name: gw.key.name.clone(),
         generation: gw.generation,
-        status,
+        status: status.into(),
     }
 }
 
@@ -170,6 +170,6 @@ pub fn listener_set_status(set: &ListenerSetModel, gateways: &[GatewayModel]) ->
         namespace: Some(set.key.namespace.clone()),
         name: set.key.name.clone(),
         generation: set.generation,
-        status: json!({"conditions": conditions_json(&conditions, set.generation), "listeners": listeners}),
+        status: json!({"conditions": conditions_json(&conditions, set.generation), "listeners": listeners}).into(),
     }
 }

@@ -299,4 +299,5 @@ fn finish(route: &mut CompiledRoute, had_rules: bool) {
             route.dropped_rules.join(", ")
         ));
     }
+    route.shrink();
 }

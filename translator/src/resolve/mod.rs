@@ -121,7 +121,14 @@ pub fn run_with(
                 a
             }
             None => {
-                let outcomes = attach::attach(&ctx, &mut gateways, &sets, &route.head, true);
+                let mut outcomes = attach::attach(&ctx, &mut gateways, &sets, &route.head, true);
+                // Kept by the memo for every route: no spare capacity.
+                outcomes.shrink_to_fit();
+                for o in &mut outcomes {
+                    if let Ok(list) = &mut o.result {
+                        list.shrink_to_fit();
+                    }
+                }
                 let status = (!outcomes.is_empty()).then(|| {
                     route_status(
                         &route.head,
@@ -396,7 +403,7 @@ fn route_status(
         namespace: Some(head.key.namespace.clone()),
         name: head.key.name.clone(),
         generation: head.generation,
-        status: Value::Object(status),
+        status: Value::Object(status).into(),
     }
 }
 
@@ -451,7 +458,7 @@ fn policy_statuses(
             namespace: Some(policy.key.namespace.clone()),
             name: policy.key.name.clone(),
             generation: policy.generation,
-            status: json!({"ancestors": ancestors}),
+            status: json!({"ancestors": ancestors}).into(),
         });
     }
     out

@@ -62,6 +62,23 @@ impl CompiledRoute {
         }
     }
 
+    /// Drops spare capacity: a `Translator` keeps every compiled route, and growth by
+    /// doubling leaves most of these lists (of large elements) a few times too long.
+    pub fn shrink(&mut self) {
+        self.rules.shrink_to_fit();
+        for rule in &mut self.rules {
+            rule.matches.shrink_to_fit();
+            if let Action::Forward(f) = &mut rule.action.action {
+                f.backends.shrink_to_fit();
+            }
+            rule.action.mirrors.shrink_to_fit();
+        }
+        self.head.parent_refs.shrink_to_fit();
+        self.head.hostnames.shrink_to_fit();
+        self.notes.shrink_to_fit();
+        self.dropped_rules.shrink_to_fit();
+    }
+
     pub fn unresolved(&mut self, field: String, err: RefError) {
         self.notes.push((field, err.message.clone(), false));
         if self.unresolved.is_none() {

@@ -417,6 +417,8 @@ fn entries(l: &ListenerModel, compiled: &Compiled, hostnames: &[String]) -> Rout
             }
         }
     }
+    // Kept by the memo for every (listener, route): no spare capacity.
+    items.shrink_to_fit();
     RouteEntries {
         full_name: format!("{}/{}", key.namespace, key.name),
         created: route.head.created.clone(),

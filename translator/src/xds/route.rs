@@ -113,8 +113,8 @@ fn misdirected(domain: &str) -> VirtualHostParts {
 }
 
 /// Route protos kept between `Translator` calls, by IR route (the same `Arc`, which the
-/// memo holds, so its address is not reused while the entry lives). The proto keeps its
-/// encoding once made, so an unchanged route is never encoded again either.
+/// memo holds, so its address is not reused while the entry lives). Each is kept as its
+/// encoding, so an unchanged route is never built or encoded again.
 #[derive(Default)]
 pub struct RouteMemo {
     /// By IR route address, with the call that last used the entry.

@@ -1,14 +1,14 @@
-//! A RouteConfiguration kept as shared pieces: each Route proto once, behind an `Arc`, with
-//! its encoding made on first use and kept. A port with thousands of routes then costs, per
-//! call, a list of `Arc`s and (when encoded) one copy of the cached route encodings, instead
-//! of a deep copy of every Route and a fresh encode of the whole configuration.
+//! A RouteConfiguration kept as shared pieces: each Route once, behind an `Arc`, as its
+//! encoding. A port with thousands of routes then costs, per call, a list of `Arc`s and
+//! (when encoded) one copy of the route encodings, instead of a deep copy of every Route and
+//! a fresh encode of the whole configuration.
 //!
 //! Protobuf messages concatenate field by field, so the encoding is assembled from the
 //! pieces: the head's fields before the repeated field, one (tag, length, bytes) entry per
 //! element, then the head's remaining fields. The result is byte for byte what prost gives
 //! for the equivalent proto (`to_proto`), as the tests below check.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
 use envoy_types::pb::google::protobuf::Any;
@@ -17,33 +17,28 @@ use prost::encoding::{self, WireType};
 
 use crate::render;
 
-/// One Route proto and, once asked for, its encoding.
-#[derive(Debug, Clone)]
+/// One Route, held as its encoding only: the decoded proto is several times larger, and
+/// only tests and `to_proto` need it (decoded on demand).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteProto {
-    proto: Route,
-    encoded: OnceLock<Vec<u8>>,
+    encoded: Box<[u8]>,
 }
 
 impl RouteProto {
     pub fn new(proto: Route) -> Self {
         Self {
-            proto,
-            encoded: OnceLock::new(),
+            encoded: proto.encode_to_vec().into_boxed_slice(),
         }
     }
 
-    pub fn proto(&self) -> &Route {
-        &self.proto
+    /// The proto, decoded from the encoding (a fresh copy on every call).
+    pub fn proto(&self) -> Route {
+        // These bytes came from `encode_to_vec` of a valid Route, so they decode.
+        Route::decode(&*self.encoded).unwrap_or_default()
     }
 
     fn encoded(&self) -> &[u8] {
-        self.encoded.get_or_init(|| self.proto.encode_to_vec())
-    }
-}
-
-impl PartialEq for RouteProto {
-    fn eq(&self, other: &Self) -> bool {
-        self.proto == other.proto
+        &self.encoded
     }
 }
 
@@ -84,7 +79,7 @@ impl RouteConfig {
                 .virtual_hosts
                 .iter()
                 .map(|vh| VirtualHost {
-                    routes: vh.routes.iter().map(|r| r.proto.clone()).collect(),
+                    routes: vh.routes.iter().map(|r| r.proto()).collect(),
                     ..vh.head.clone()
                 })
                 .collect(),
