@@ -9,6 +9,8 @@ mod kube;
 mod pipeline;
 mod serve;
 mod source;
+#[cfg(test)]
+mod test_rng;
 
 use std::process::ExitCode;
 

@@ -564,13 +564,7 @@ mod tests {
     fn updates_in_place_match_a_fresh_list() {
         let (stores, _rx, id) = stores();
         let mut live: BTreeMap<String, Value> = BTreeMap::new();
-        let mut seed: u64 = 7;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 33) % n
-        };
+        let mut next = crate::test_rng::sequence(7);
         for step in 0..120 {
             let name = format!("r{}", next(90));
             match next(10) {

@@ -545,13 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut source = DirSource::new(dir.path());
         source.load();
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 33) % n
-        };
+        let mut next = crate::test_rng::sequence(0x9e37_79b9_7f4a_7c15);
         for step in 0..200 {
             let file = dir.path().join(format!("{}.yaml", next(4)));
             if next(5) == 0 {

@@ -328,6 +328,23 @@ fn world(routes: usize, edit: &str) -> String {
     y
 }
 
+/// The generated edits `world` knows: one of each kind a route depends on.
+const EDITS: [&str; 13] = [
+    "modify",
+    "remove",
+    "add",
+    "new-backend",
+    "service",
+    "slice",
+    "backend",
+    "grant",
+    "configmap",
+    "policy",
+    "secret",
+    "listener",
+    "namespace",
+];
+
 /// Edits of each kind a route depends on, each followed by the unedited world.
 #[test]
 fn generated_edits() {
@@ -338,21 +355,7 @@ fn generated_edits() {
     check(&mut t, &base, &options, &feedback, "base");
     check(&mut t, &base, &options, &feedback, "base again");
     assert_eq!(t.0.last_reuse().routes_compiled, 0, "nothing changed");
-    for edit in [
-        "modify",
-        "remove",
-        "add",
-        "new-backend",
-        "service",
-        "slice",
-        "backend",
-        "grant",
-        "configmap",
-        "policy",
-        "secret",
-        "listener",
-        "namespace",
-    ] {
+    for edit in EDITS {
         check(&mut t, &parse(&world(12, edit)), &options, &feedback, edit);
         let reuse = t.0.last_reuse();
         match edit {
@@ -445,21 +448,7 @@ fn edits_in_place_follow_the_change_log() {
     check(&mut t, &res, &options, &feedback, "world");
     check(&mut t, &res, &options, &feedback, "world again");
     assert_eq!(t.0.last_reuse().routes_compiled, 0, "nothing changed");
-    for edit in [
-        "modify",
-        "remove",
-        "add",
-        "new-backend",
-        "service",
-        "slice",
-        "backend",
-        "grant",
-        "configmap",
-        "policy",
-        "secret",
-        "listener",
-        "namespace",
-    ] {
+    for edit in EDITS {
         morph(&mut res, &world(12, edit));
         check(&mut t, &res, &options, &feedback, edit);
         let reuse = t.0.last_reuse();
