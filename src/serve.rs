@@ -381,6 +381,8 @@ impl Reconciler {
                     resource_names: resources,
                     message: event.message,
                 });
+                // By type, as `resync_rejections` builds them: equal feedback compares equal.
+                rejections.sort_by(|a, b| a.type_url.cmp(&b.type_url));
                 true
             }
             XdsEventKind::Acked => {
