@@ -54,6 +54,7 @@ pub struct Rejection {
     pub message: String,
 }
 
+#[derive(Clone)]
 pub struct Translation {
     /// Stage one output.
     pub ir: ir::Ir,
@@ -94,6 +95,17 @@ pub fn translate(resources: &Resources, options: &Options, feedback: &Feedback) 
 pub struct Translator {
     memo: resolve::memo::Memo,
     xds: xds::Memo,
+    /// The last result, with what it was made from: handed out again while the change log
+    /// says nothing changed.
+    last: Option<Last>,
+}
+
+struct Last {
+    /// The change log's head when it was made.
+    head: u64,
+    /// Hash of the options and feedback it was made with.
+    settings: u64,
+    translation: Translation,
 }
 
 impl Translator {
@@ -108,14 +120,42 @@ impl Translator {
         options: &Options,
         feedback: &Feedback,
     ) -> Translation {
+        let settings = resolve::memo::settings_hash(options, feedback);
+        if let Some(last) = &self.last
+            && last.settings == settings
+            && unchanged_since(resources, last.head)
+        {
+            self.memo.reuse.all_reused();
+            return last.translation.clone();
+        }
         let stage = resolve::run_with(resources, options, feedback, Some(&mut self.memo));
-        stage_two(stage, Some(&mut self.xds))
+        let translation = stage_two(stage, Some(&mut self.xds));
+        // Without a log there is no head to compare against next time.
+        self.last = resources.changes().map(|log| Last {
+            head: log.head(),
+            settings,
+            translation: translation.clone(),
+        });
+        translation
     }
 
     /// How much of the last `translate` was reused.
     pub fn last_reuse(&self) -> resolve::memo::Reuse {
         self.memo.reuse
     }
+}
+
+/// Whether the input's change log (which checks the lists' sizes) answers for the state
+/// `head` and lists no change after it, with every kind's revisions in step. Log numbers are
+/// unique across the process, so another `Resources`, or a copy edited apart, never passes.
+fn unchanged_since(resources: &Resources, head: u64) -> bool {
+    // Head 0 is every empty log's: it names no state.
+    let Some(log) = resources.changes().filter(|_| head != 0) else {
+        return false;
+    };
+    log.since(head)
+        .is_some_and(|mut keys| keys.next().is_none())
+        && (0..changes::KINDS.len()).all(|k| log.consistent(k))
 }
 
 fn stage_two(stage: resolve::StageOne, mut memo: Option<&mut xds::Memo>) -> Translation {

@@ -116,6 +116,9 @@ pub struct PackCache {
     /// By address, with the call that last used the entry.
     packed: PtrMap<(u64, Packed)>,
     stamp: u64,
+    /// The last call's output with each resource's address (the entries above keep those
+    /// resources alive): handed out again when every address is the same.
+    last: Vec<(String, Vec<usize>, Vec<SharedResource>)>,
 }
 
 /// A map keyed by addresses (`Arc::as_ptr`): tens of thousands of lookups per call, where
@@ -208,9 +211,32 @@ impl PackCache {
         &mut self,
         fleets: impl IntoIterator<Item = (&'a String, &'a FleetConfig)>,
     ) -> Vec<(String, Vec<SharedResource>)> {
-        let out = fleets
-            .into_iter()
-            .map(|(name, fleet)| (name.clone(), self.fleet_to_shared(fleet)))
+        let fleets: Vec<_> = fleets.into_iter().collect();
+        let same = fleets.len() == self.last.len()
+            && fleets
+                .iter()
+                .zip(&self.last)
+                .all(|((name, fleet), (n, addrs, _))| {
+                    *name == n && addresses(fleet).eq(addrs.iter().copied())
+                });
+        if same {
+            // Nothing to stamp or forget: every entry the last call used is used again.
+            return self
+                .last
+                .iter()
+                .map(|(name, _, list)| (name.clone(), list.clone()))
+                .collect();
+        }
+        let out: Vec<(String, Vec<SharedResource>)> = fleets
+            .iter()
+            .map(|(name, fleet)| ((*name).clone(), self.fleet_to_shared(fleet)))
+            .collect();
+        self.last = fleets
+            .iter()
+            .zip(&out)
+            .map(|((name, fleet), (_, list))| {
+                ((*name).clone(), addresses(fleet).collect(), list.clone())
+            })
             .collect();
         let stamp = self.stamp;
         self.packed.retain(|_, e| e.0 == stamp);
@@ -263,6 +289,18 @@ impl PackCache {
         entry.0 = stamp;
         entry.1.1.clone()
     }
+}
+
+/// Addresses of a fleet's resources, in `fleet_to_any` order.
+fn addresses(fleet: &FleetConfig) -> impl Iterator<Item = usize> + '_ {
+    fn addr<T>(m: &Arc<T>) -> usize {
+        Arc::as_ptr(m) as *const () as usize
+    }
+    (fleet.listeners.iter().map(addr))
+        .chain(fleet.routes.iter().map(addr))
+        .chain(fleet.clusters.iter().map(addr))
+        .chain(fleet.endpoints.iter().map(addr))
+        .chain(fleet.secrets.iter().map(addr))
 }
 
 fn render_all<T: Message + Name>(items: &[std::sync::Arc<T>]) -> Value {

@@ -197,6 +197,37 @@ fn options_and_feedback() {
     }
 }
 
+/// The same input again (nothing logged since): the previous result, shared, and right.
+#[test]
+fn unchanged_input_hands_out_the_previous_result() {
+    let mut t: State = (Translator::new(), PackCache::new());
+    let (options, feedback) = (Options::default(), Feedback::default());
+    let res = parse(&world(12, ""));
+    let first = t.0.translate(&res, &options, &feedback);
+    check(&mut t, &res, &options, &feedback, "again");
+    let again = t.0.translate(&res, &options, &feedback);
+    assert!(std::sync::Arc::ptr_eq(&first.statuses, &again.statuses));
+    for (a, b) in first.fleets.values().zip(again.fleets.values()) {
+        assert!(std::sync::Arc::ptr_eq(&a.origins, &b.origins));
+        assert!(
+            a.clusters
+                .iter()
+                .zip(&b.clusters)
+                .all(|(x, y)| std::sync::Arc::ptr_eq(x, y))
+        );
+    }
+    let reuse = t.0.last_reuse();
+    assert_eq!(reuse.routes_compiled, 0, "{reuse:?}");
+    assert!(reuse.change_log && reuse.routes_reused > 0, "{reuse:?}");
+    // An unedited copy is the same state; an edit after the copy is not.
+    let mut copy = res.clone();
+    check(&mut t, &copy, &options, &feedback, "unedited copy");
+    morph(&mut copy, &world(12, "modify"));
+    check(&mut t, &copy, &options, &feedback, "copy edited");
+    assert_eq!(t.0.last_reuse().routes_compiled, 1);
+    check(&mut t, &res, &options, &feedback, "original again");
+}
+
 /// Objects without revisions are never reused, and the output stays right.
 #[test]
 fn without_revisions() {

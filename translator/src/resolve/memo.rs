@@ -108,6 +108,22 @@ pub struct Reuse {
     pub change_log: bool,
 }
 
+impl Reuse {
+    /// A call that handed out the previous result again: everything the previous call
+    /// made or reused counts as reused.
+    pub(crate) fn all_reused(&mut self) {
+        self.routes_reused += std::mem::take(&mut self.routes_compiled);
+        self.attachments_reused = self.routes_reused;
+        self.clusters_reused += std::mem::take(&mut self.clusters_finished);
+        self.change_log = true;
+    }
+}
+
+/// Options and feedback are small: their debug form is their identity.
+pub(crate) fn settings_hash(options: &Options, feedback: &Feedback) -> u64 {
+    xxh3_64(format!("{options:?} {feedback:?}").as_bytes())
+}
+
 #[derive(Default)]
 pub struct Memo {
     pub reuse: Reuse,
@@ -259,8 +275,7 @@ impl Memo {
             }
             h.digest()
         };
-        // Options and feedback are small: their debug form is their identity.
-        let settings = xxh3_64(format!("{options:?} {feedback:?}").as_bytes());
+        let settings = settings_hash(options, feedback);
         let (grants, config_maps) = (g("ReferenceGrant"), g("ConfigMap"));
         Generations {
             compile: combine(&[lookups, grants, g("BackendTLSPolicy"), config_maps]),
