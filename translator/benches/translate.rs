@@ -163,38 +163,71 @@ fn full(c: &mut Criterion) {
     group.finish();
 }
 
-fn one_route_change(c: &mut Criterion) {
-    for n in SIZES {
-        let mut input = resources(n, n, false);
-        let versions = route_zero(n);
+/// A warm `Translator` and `PackCache` over one input, kept as `portico serve` keeps them
+/// (src/pipeline.rs): the previous translation lives until the next one is encoded.
+struct Warm {
+    input: Resources,
+    /// Route 0 as generated and changed, for `flip_route_zero`.
+    versions: [portico_translator::Document; 2],
+    options: Options,
+    feedback: Feedback,
+    translator: Translator,
+    packs: render::PackCache,
+    previous: Translation,
+}
+
+impl Warm {
+    fn new(input: Resources, backends: usize) -> Self {
         let (options, feedback) = (Options::default(), Feedback::default());
         let mut translator = Translator::new();
-        // As `portico serve` does (src/pipeline.rs): the previous translation lives until
-        // the next one is encoded.
         let mut packs = render::PackCache::new();
-        let mut previous = translator.translate(&input, &options, &feedback);
+        let previous = translator.translate(&input, &options, &feedback);
         encode_shared(&mut packs, &previous);
+        Warm {
+            input,
+            versions: route_zero(backends),
+            options,
+            feedback,
+            translator,
+            packs,
+            previous,
+        }
+    }
+
+    fn flip(&mut self, to: usize) {
+        flip_route_zero(&mut self.input, &self.versions, to);
+    }
+
+    fn translate(&mut self) -> Translation {
+        self.translator
+            .translate(&self.input, &self.options, &self.feedback)
+    }
+
+    /// Translates and packs the current input; returns the packed bytes.
+    fn next(&mut self) -> usize {
+        let next = self.translate();
+        let bytes = encode_shared(&mut self.packs, &next);
+        self.previous = next;
+        bytes
+    }
+}
+
+fn one_route_change(c: &mut Criterion) {
+    for n in SIZES {
+        let mut warm = Warm::new(resources(n, n, false), n);
         let mut flip = 0;
         let mut group = configure(c);
         group.bench_function(BenchmarkId::new("one_route_change", n), |b| {
             b.iter(|| {
                 flip ^= 1;
-                flip_route_zero(&mut input, &versions, flip);
-                let next = translator.translate(&input, &options, &feedback);
-                let bytes = encode_shared(&mut packs, &next);
-                previous = next;
-                black_box(bytes)
+                warm.flip(flip);
+                black_box(warm.next())
             })
         });
         group.bench_function(BenchmarkId::new("incremental_noop", n), |b| {
-            b.iter(|| {
-                let next = translator.translate(&input, &options, &feedback);
-                let bytes = encode_shared(&mut packs, &next);
-                previous = next;
-                black_box(bytes)
-            })
+            b.iter(|| black_box(warm.next()))
         });
-        drop(previous);
+        drop(warm);
         group.finish();
     }
 }
@@ -254,30 +287,24 @@ fn stages(n: usize) {
         let t4 = t.elapsed();
         eprintln!("stage one {t1:?}, stage two {t2:?}, pack {t3:?} ({n} bytes), drop {t4:?}");
     }
-    let mut input = input;
-    let versions = route_zero(n);
-    let (options, feedback) = (Options::default(), Feedback::default());
-    let mut translator = Translator::new();
-    let mut packs = render::PackCache::new();
-    let mut previous = translator.translate(&input, &options, &feedback);
-    encode_shared(&mut packs, &previous);
+    let mut warm = Warm::new(input, n);
     let runs = if full_runs == 0 { 30 } else { 6 };
     for i in 0..runs {
         let t = Instant::now();
-        flip_route_zero(&mut input, &versions, (i + 1) % 2);
+        warm.flip((i + 1) % 2);
         let t0 = t.elapsed();
         let t = Instant::now();
-        let next = translator.translate(&input, &options, &feedback);
+        let next = warm.translate();
         let t1 = t.elapsed();
         let t = Instant::now();
-        let bytes = encode_shared(&mut packs, &next);
+        let bytes = encode_shared(&mut warm.packs, &next);
         let t2 = t.elapsed();
         let t = Instant::now();
-        drop(std::mem::replace(&mut previous, next));
+        drop(std::mem::replace(&mut warm.previous, next));
         let t3 = t.elapsed();
         eprintln!(
             "one route change: edit {t0:?}, translate {t1:?}, pack {t2:?} ({bytes} bytes), drop {t3:?}, {:?}",
-            translator.last_reuse()
+            warm.translator.last_reuse()
         );
     }
 }
