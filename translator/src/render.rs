@@ -151,9 +151,6 @@ impl Hasher for PtrHasher {
 /// reused), and the shared packed form.
 type Packed = (Arc<dyn std::any::Any + Send + Sync>, SharedResource);
 
-/// (type URL, resource name, packed resource), as `fleet_to_any` returns them.
-pub type PackedResource = (String, String, Any);
-
 /// One packed resource, shared: a clone copies three pointers. `PackCache` hands out the same
 /// `Arc`s again for a resource it saw in the previous call, so an unchanged resource costs a
 /// pointer copy, and consumers can tell it is unchanged with `Arc::ptr_eq`.
@@ -172,15 +169,6 @@ impl SharedResource {
             any: Arc::new(any),
         }
     }
-
-    /// The owned form `fleet_to_any` gives.
-    pub fn to_owned_parts(&self) -> PackedResource {
-        (
-            self.type_url.to_string(),
-            self.name.to_string(),
-            self.any.as_ref().clone(),
-        )
-    }
 }
 
 impl PackCache {
@@ -188,25 +176,9 @@ impl PackCache {
         Self::default()
     }
 
-    /// `fleet_to_any` for every fleet of one translation, reusing the encodings of resources
-    /// the previous call saw; encodings of resources no longer used are forgotten. Copies
-    /// every encoding: `fleets_to_shared` does not.
-    pub fn fleets_to_any<'a>(
-        &mut self,
-        fleets: impl IntoIterator<Item = (&'a String, &'a FleetConfig)>,
-    ) -> Vec<(String, Vec<PackedResource>)> {
-        self.fleets_to_shared(fleets)
-            .into_iter()
-            .map(|(name, list)| {
-                (
-                    name,
-                    list.iter().map(SharedResource::to_owned_parts).collect(),
-                )
-            })
-            .collect()
-    }
-
-    /// Like `fleets_to_any` (same resources, same order), as shared values.
+    /// `fleet_to_any` for every fleet of one translation (same resources, same order), as
+    /// shared values, reusing the encodings of resources the previous call saw; encodings of
+    /// resources no longer used are forgotten.
     pub fn fleets_to_shared<'a>(
         &mut self,
         fleets: impl IntoIterator<Item = (&'a String, &'a FleetConfig)>,

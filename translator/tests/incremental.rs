@@ -48,7 +48,17 @@ fn check(t: &mut State, res: &Resources, options: &Options, feedback: &Feedback,
     let incremental = t.0.translate(res, options, feedback);
     let scratch = translate(res, options, feedback);
     // Cached encodings are the fresh encodings.
-    let packed = t.1.fleets_to_any(&incremental.fleets);
+    let packed: Vec<_> =
+        t.1.fleets_to_shared(&incremental.fleets)
+            .into_iter()
+            .map(|(k, list)| {
+                let owned: Vec<_> = list
+                    .iter()
+                    .map(|r| (r.type_url.to_string(), r.name.to_string(), (*r.any).clone()))
+                    .collect();
+                (k, owned)
+            })
+            .collect();
     let fresh: Vec<_> = scratch
         .fleets
         .iter()
