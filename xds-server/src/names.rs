@@ -60,24 +60,24 @@ impl Interner {
 }
 
 fn hash(names: &BTreeSet<String>) -> u64 {
+    hasher(names).digest()
+}
+
+/// xxh3 over the names in order, each with its length in front: that keeps ("ab","c") and
+/// ("a","bc") apart.
+fn hasher<'a>(names: impl IntoIterator<Item = &'a String>) -> xxhash_rust::xxh3::Xxh3 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for name in names {
-        // Length prefixes keep ("ab","c") and ("a","bc") apart.
         h.update(&(name.len() as u64).to_le_bytes());
         h.update(name.as_bytes());
     }
-    h.digest()
+    h
 }
 
 /// Identifies a SotW request's name list as sent (order and duplicates included): a request
 /// with the same list as the last applied one leaves the subscription as it is.
 pub(crate) fn list_hash(names: &[String]) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for name in names {
-        h.update(&(name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-    }
-    h.digest128()
+    hasher(names).digest128()
 }
 
 #[cfg(test)]
