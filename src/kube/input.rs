@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 use portico_translator::{Document, ObjectKey, Resources};
 
-use crate::source::objects;
-
 /// Above this many removals, rebuilding beats removing one by one (each scans its kind).
 const IN_PLACE_REMOVALS: usize = 64;
 
@@ -82,7 +80,8 @@ fn apply(resources: &mut Arc<Resources>, changes: BTreeMap<ObjectKey, Option<Doc
         return;
     }
     let old = Arc::try_unwrap(std::mem::take(resources)).unwrap_or_else(|s| (*s).clone());
-    let mut objects: BTreeMap<ObjectKey, Document> = objects::drain(old)
+    let mut objects: BTreeMap<ObjectKey, Document> = old
+        .into_documents()
         .into_iter()
         .map(|d| (d.key.clone(), d))
         .collect();

@@ -13,8 +13,6 @@ use std::sync::Arc;
 
 use portico_translator::{Document, ObjectKey, Resources};
 
-use super::objects;
-
 /// Above this many removals, rebuilding beats removing one by one.
 const IN_PLACE_REMOVALS: usize = 64;
 
@@ -79,7 +77,7 @@ impl Effective for Resources {
         Resources::remove(self, key);
     }
     fn take(&mut self, key: &ObjectKey) -> Option<Document> {
-        let doc = objects::get(self, key);
+        let doc = Resources::get(self, key);
         Resources::remove(self, key);
         doc
     }
@@ -112,7 +110,7 @@ impl Assembly {
     pub fn definition(&self, path: &Path, key: &ObjectKey) -> Option<Document> {
         let files = self.definitions.get(key)?;
         if files.first().map(|p| &**p) == Some(path) {
-            objects::get(&self.resources, key)
+            self.resources.get(key)
         } else {
             self.shadowed.get(key)?.get(path).cloned()
         }
@@ -139,7 +137,8 @@ impl Assembly {
         }
         let resources = std::mem::take(&mut self.resources);
         let resources = Arc::try_unwrap(resources).unwrap_or_else(|shared| (*shared).clone());
-        let mut effective: BTreeMap<ObjectKey, Document> = objects::drain(resources)
+        let mut effective: BTreeMap<ObjectKey, Document> = resources
+            .into_documents()
             .into_iter()
             .map(|d| (d.key.clone(), d))
             .collect();

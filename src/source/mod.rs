@@ -3,5 +3,4 @@
 pub mod assembly;
 pub mod example;
 pub mod files;
-pub mod objects;
 pub mod watch;

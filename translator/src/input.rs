@@ -168,14 +168,10 @@ impl Resources {
     pub fn remove(&mut self, key: &ObjectKey) -> usize {
         self.sources.remove(key);
         let revised = self.revisions.remove(key).is_some();
-        // The parser sets metadata.namespace to the key's namespace for namespaced kinds.
         macro_rules! drop_from {
             ($list:expr) => {{
                 let before = $list.len();
-                $list.retain(|o| {
-                    o.metadata.name.as_deref() != Some(key.name.as_str())
-                        || o.metadata.namespace.as_deref().unwrap_or("") != key.namespace
-                });
+                $list.retain(|o| !crate::objects::is(key, &o.metadata));
                 before - $list.len()
             }};
         }

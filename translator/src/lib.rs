@@ -13,6 +13,7 @@ pub mod backend_kind;
 pub mod changes;
 pub mod input;
 pub mod ir;
+mod objects;
 pub mod problem;
 pub mod render;
 pub mod resolve;

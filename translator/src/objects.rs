@@ -4,24 +4,39 @@
 //! Sources keep every object once, in the `Resources` they hand to the translator, so these
 //! are the way back from it to `Document`s.
 
-use portico_translator::{Document, Object, ObjectKey, Resources};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::input::{Document, Object, ObjectKey, Resources};
 
 /// Whether objects of this kind live in a namespace (the parser's key has "" otherwise).
 fn namespaced(kind: &str) -> bool {
     !matches!(kind, "GatewayClass" | "Namespace")
 }
 
-/// A copy of the object with this key, with the line and revision `insert` recorded.
-pub fn get(resources: &Resources, key: &ObjectKey) -> Option<Document> {
-    let is = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        meta.name.as_deref() == Some(key.name.as_str())
-            && (!namespaced(&key.kind) || meta.namespace.as_deref().unwrap_or("") == key.namespace)
-    };
+/// Whether an object's metadata names the object with this key.
+pub(crate) fn is(key: &ObjectKey, meta: &ObjectMeta) -> bool {
+    meta.name.as_deref() == Some(key.name.as_str())
+        && (!namespaced(&key.kind) || meta.namespace.as_deref().unwrap_or("") == key.namespace)
+}
+
+impl Resources {
+    /// A copy of the object with this key, with the line and revision `insert` recorded.
+    pub fn get(&self, key: &ObjectKey) -> Option<Document> {
+        get(self, key)
+    }
+
+    /// Every object, moved out (no copies), with the line and revision `insert` recorded.
+    pub fn into_documents(self) -> Vec<Document> {
+        drain(self)
+    }
+}
+
+fn get(resources: &Resources, key: &ObjectKey) -> Option<Document> {
     macro_rules! find {
         ($list:expr, $variant:ident) => {
             $list
                 .iter()
-                .find(|o| is(&o.metadata))
+                .find(|o| is(key, &o.metadata))
                 .map(|o| Object::$variant(o.clone()))
         };
     }
@@ -52,8 +67,7 @@ pub fn get(resources: &Resources, key: &ObjectKey) -> Option<Document> {
     })
 }
 
-/// Every object, moved out (no copies), with the line and revision `insert` recorded.
-pub fn drain(resources: Resources) -> Vec<Document> {
+fn drain(resources: Resources) -> Vec<Document> {
     let Resources {
         gateway_classes,
         gateways,
@@ -125,19 +139,23 @@ mod tests {
 
     #[test]
     fn get_and_drain_give_back_what_was_inserted() {
-        let (docs, problems) = portico_translator::parse_file("f.yaml", TEXT);
+        let (docs, problems) = crate::parse_file("f.yaml", TEXT);
         assert!(problems.is_empty(), "{problems:?}");
         let (resources, _) = Resources::from_yaml("f.yaml", TEXT);
         for doc in &docs {
-            let got = get(&resources, &doc.key).unwrap();
+            let got = resources.get(&doc.key).unwrap();
             assert_eq!(
                 (&got.key, got.line, got.revision),
                 (&doc.key, doc.line, doc.revision)
             );
             assert_eq!(format!("{:?}", got.object), format!("{:?}", doc.object));
         }
-        assert!(get(&resources, &ObjectKey::new("HTTPRoute", "default", "b")).is_none());
-        let drained = drain(resources);
+        assert!(
+            resources
+                .get(&ObjectKey::new("HTTPRoute", "default", "b"))
+                .is_none()
+        );
+        let drained = resources.into_documents();
         let summary = |d: &[Document]| {
             let mut s: Vec<_> = d
                 .iter()
