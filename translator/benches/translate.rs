@@ -288,7 +288,11 @@ fn stages(n: usize) {
         eprintln!("stage one {t1:?}, stage two {t2:?}, pack {t3:?} ({n} bytes), drop {t4:?}");
     }
     let mut warm = Warm::new(input, n);
-    let runs = if full_runs == 0 { 30 } else { 6 };
+    // INCREMENTAL=N runs the loop N times (30 if not a number).
+    let runs = match std::env::var("INCREMENTAL") {
+        Ok(n) => n.parse().unwrap_or(30),
+        Err(_) => 6,
+    };
     for i in 0..runs {
         let t = Instant::now();
         warm.flip((i + 1) % 2);
