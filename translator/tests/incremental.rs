@@ -418,6 +418,60 @@ fn generated_edits() {
     }
 }
 
+/// Every HTTPRoute and GRPCRoute of every golden edited in place the ways that keep where
+/// it attaches (another path, another generation), then restored: the translator patches
+/// the last result instead of rebuilding it, and the result is still `translate()`'s.
+#[test]
+fn route_edits_in_place_patch_the_last_result() {
+    let options = Options::default();
+    let feedback = Feedback::default();
+    let mut t: State = (Translator::new(), PackCache::new());
+    let mut res = Resources::default();
+    let (mut steps, mut patched) = (0, 0);
+    for (name, text) in goldens() {
+        morph(&mut res, &text);
+        check(&mut t, &res, &options, &feedback, &name);
+        let docs = documents(&text);
+        for (i, doc) in docs.iter().enumerate() {
+            if !doc.contains("kind: HTTPRoute") && !doc.contains("kind: GRPCRoute") {
+                continue;
+            }
+            let edits = [
+                doc.replacen("value: /", "value: /patched", 1),
+                doc.replacen("metadata: {", "metadata: {generation: 7, ", 1),
+            ];
+            for (e, edited) in edits.into_iter().enumerate() {
+                if edited == *doc {
+                    continue;
+                }
+                let mut changed = docs.clone();
+                changed[i] = edited;
+                morph(&mut res, &join(&changed));
+                check(
+                    &mut t,
+                    &res,
+                    &options,
+                    &feedback,
+                    &format!("{name} {i} edit {e}"),
+                );
+                steps += 1;
+                patched += usize::from(t.0.last_reuse().patched);
+                morph(&mut res, &text);
+                check(
+                    &mut t,
+                    &res,
+                    &options,
+                    &feedback,
+                    &format!("{name} {i} undone {e}"),
+                );
+            }
+        }
+    }
+    // Routes whose edit moves them (an invalid path made valid, a second parentRef on one
+    // listener) are rebuilt; most are patched.
+    assert!(patched * 2 > steps, "{patched} of {steps} edits patched");
+}
+
 /// Turns `res` into `text`'s objects in place, as a source applying a change does: `remove`
 /// every key whose documents differ, then `insert` their new documents (in their order).
 fn morph(res: &mut Resources, text: &str) {
@@ -454,6 +508,8 @@ fn edits_in_place_follow_the_change_log() {
     let feedback = Feedback::default();
     let mut t: State = (Translator::new(), PackCache::new());
     let mut res = Resources::default();
+    // Steps that patched the last result: re-adding a route it had is one.
+    let mut patched = 0;
     for (name, text) in goldens() {
         morph(&mut res, &text);
         check(&mut t, &res, &options, &feedback, &name);
@@ -478,8 +534,10 @@ fn edits_in_place_follow_the_change_log() {
                 &feedback,
                 &format!("{name} {i} last"),
             );
+            patched += usize::from(t.0.last_reuse().patched);
         }
     }
+    assert!(patched > 0, "no golden step took the patch path");
     let base = world(12, "");
     morph(&mut res, &base);
     check(&mut t, &res, &options, &feedback, "world");
@@ -491,7 +549,12 @@ fn edits_in_place_follow_the_change_log() {
         let reuse = t.0.last_reuse();
         assert!(reuse.change_log, "{edit}: {reuse:?}");
         match edit {
-            "modify" | "new-backend" => assert_eq!(reuse.routes_compiled, 1, "{edit}: {reuse:?}"),
+            // Only the route's path changed: the last result is patched, not rebuilt.
+            "modify" => {
+                assert_eq!(reuse.routes_compiled, 1, "{edit}: {reuse:?}");
+                assert!(reuse.patched, "{edit}: {reuse:?}");
+            }
+            "new-backend" => assert_eq!(reuse.routes_compiled, 1, "{edit}: {reuse:?}"),
             "slice" => assert_eq!(reuse.routes_compiled, 0, "{edit}: {reuse:?}"),
             "service" | "backend" => assert_eq!(reuse.routes_compiled, 4, "{edit}: {reuse:?}"),
             _ => {}

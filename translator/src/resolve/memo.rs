@@ -72,7 +72,7 @@ pub struct ClusterMemo {
 type StatusSources = Vec<Option<Arc<Attached>>>;
 
 /// The generations this call computed.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Generations {
     pub compile: u64,
     pub attach: u64,
@@ -85,12 +85,19 @@ pub struct FastPath {
     routes: Vec<u64>,
     /// Whether any Service or Backend changed (or they cannot be compared).
     deps_changed: bool,
+    /// The changed keys, when every one is an HTTPRoute or GRPCRoute (sorted, unique).
+    route_keys: Option<Vec<ObjectKey>>,
 }
 
 impl FastPath {
     /// Whether neither the route nor any Service or Backend changed since the last call.
     pub fn unchanged(&self, route: u64) -> bool {
         !self.deps_changed && self.routes.binary_search(&route).is_err()
+    }
+
+    /// The changed keys when only HTTPRoutes and GRPCRoutes changed (no Service or Backend).
+    pub fn route_keys(&self) -> Option<&[ObjectKey]> {
+        self.route_keys.as_deref().filter(|_| !self.deps_changed)
     }
 }
 
@@ -106,6 +113,8 @@ pub struct Reuse {
     pub route_entries_reused: usize,
     /// Whether the input's change log said what changed (else every revision was compared).
     pub change_log: bool,
+    /// Whether the last result was patched (`patch`) rather than rebuilt.
+    pub patched: bool,
 }
 
 impl Reuse {
@@ -135,7 +144,9 @@ pub struct Memo {
     /// Makes generations of kinds without usable revisions unique.
     volatile: u64,
     /// The last status list, and which memoised attachment each entry came from.
-    statuses: Option<(Arc<Vec<ObjectStatus>>, StatusSources)>,
+    pub(crate) statuses: Option<(Arc<Vec<ObjectStatus>>, StatusSources)>,
+    /// What the patch path needs of the last result.
+    pub(crate) last: Option<crate::resolve::patch::LastStage>,
     /// Route revisions of this call, by key hash.
     revisions: HashMap<u64, u64>,
     /// The change-log state of the input the last call saw (`Resources::changes`).
@@ -309,7 +320,12 @@ impl Memo {
     ) -> u64 {
         let mut touched = [false; KINDS.len()];
         let mut routes = Vec::new();
+        let mut route_keys = Some(Vec::new());
         for key in keys {
+            match (&mut route_keys, key.kind.as_str()) {
+                (Some(list), "HTTPRoute" | "GRPCRoute") => list.push(key.clone()),
+                _ => route_keys = None,
+            }
             let Some(k) = kind_index(&key.kind) else {
                 continue;
             };
@@ -337,8 +353,13 @@ impl Memo {
         let deps_volatile = volatile("Service") || volatile(crate::backend_kind::KIND);
         if !volatile("HTTPRoute") && !volatile("GRPCRoute") {
             routes.sort_unstable();
+            if let Some(list) = &mut route_keys {
+                list.sort();
+                list.dedup();
+            }
             let touched = |kind: &str| kind_index(kind).is_some_and(|k| touched[k]);
             self.fast = Some(FastPath {
+                route_keys,
                 routes,
                 deps_changed: deps_volatile
                     || touched("Service")

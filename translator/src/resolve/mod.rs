@@ -13,6 +13,7 @@ pub mod http;
 pub mod listener;
 pub mod memo;
 pub mod model;
+pub mod patch;
 pub mod routes;
 pub mod rules;
 pub mod statuses;
@@ -58,23 +59,15 @@ pub fn run_with(
     let gens = memo
         .as_deref_mut()
         .map(|m| m.begin(resources, options, feedback));
+    if let (Some(m), Some(g)) = (memo.as_deref_mut(), gens)
+        && let Some(stage) = patch::run(resources, options, feedback, m, g)
+    {
+        return stage;
+    }
     let mut ctx = Ctx::new(resources);
     ctx.tls_policies = backend_tls::build(&ctx);
     let (classes, mut statuses) = gateway::classes(&ctx);
-    let rejected: BTreeMap<String, String> = feedback
-        .rejected
-        .iter()
-        .filter(|(_, r)| !r.is_empty())
-        .map(|(fleet, r)| {
-            (
-                fleet.clone(),
-                r.iter()
-                    .map(|x| x.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })
-        .collect();
+    let rejected = rejected_messages(feedback);
     let (mut gateways, sets) = gateway::build(&mut ctx, &classes, options, &rejected);
 
     let mut routes = compile_routes(&ctx, resources, memo.as_deref_mut(), gens);
@@ -160,16 +153,7 @@ pub fn run_with(
                 }
             }
         }
-        report_route(&mut ctx, &route.head, outcomes, &route.notes);
-        if let Some((reason, msg)) = &route.invalid {
-            ctx.report(
-                &route.head.key,
-                Severity::Error,
-                ProblemKind::NotAccepted,
-                "spec.rules",
-                format!("{reason}: {msg}"),
-            );
-        }
+        report_http_route(&mut ctx, route, outcomes);
         route_statuses.push(attached.clone());
     }
     if let (Some(m), Some(g)) = (memo.as_deref_mut(), gens) {
@@ -291,17 +275,58 @@ pub fn run_with(
         Some(m) => m.statuses(&merged),
         None => Arc::new(merged.iter().map(|(s, _)| (*s).clone()).collect()),
     };
-    if let Some(m) = memo {
+    if let Some(m) = memo.as_deref_mut() {
         m.reuse.route_entries_reused = std::mem::take(&mut m.vhosts.reused);
         m.vhosts.end();
     }
     let mut problems = ctx.problems;
     problems.sort();
     problems.dedup();
+    if let (Some(m), Some(g)) = (memo, gens) {
+        m.last = Some(patch::LastStage {
+            gens: g,
+            ir: ir.clone(),
+            problems: problems.clone(),
+            routes: routes.len(),
+        });
+    }
     StageOne {
         ir,
         statuses,
         problems,
+    }
+}
+
+/// Fleet -> the messages of Envoy's rejections, joined (Gateway status reports them).
+fn rejected_messages(feedback: &Feedback) -> BTreeMap<String, String> {
+    feedback
+        .rejected
+        .iter()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(fleet, r)| {
+            (
+                fleet.clone(),
+                r.iter()
+                    .map(|x| x.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })
+        .collect()
+}
+
+/// An HTTPRoute's or GRPCRoute's problems: its parents' refusals, its notes, and its
+/// rejection as a whole.
+fn report_http_route(ctx: &mut Ctx, route: &rules::CompiledRoute, outcomes: &[ParentOutcome]) {
+    report_route(ctx, &route.head, outcomes, &route.notes);
+    if let Some((reason, msg)) = &route.invalid {
+        ctx.report(
+            &route.head.key,
+            Severity::Error,
+            ProblemKind::NotAccepted,
+            "spec.rules",
+            format!("{reason}: {msg}"),
+        );
     }
 }
 

@@ -21,6 +21,61 @@ pub struct RouteWork {
     pub reused: bool,
 }
 
+/// An HTTPRoute or GRPCRoute of the input.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    Http(&'a gateway_api::apis::experimental::httproutes::HttpRoute),
+    Grpc(&'a gateway_api::apis::experimental::grpcroutes::GrpcRoute),
+}
+
+impl<'a> Source<'a> {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Http(_) => "HTTPRoute",
+            Source::Grpc(_) => "GRPCRoute",
+        }
+    }
+
+    pub fn meta(&self) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Source::Http(r) => &r.metadata,
+            Source::Grpc(r) => &r.metadata,
+        }
+    }
+}
+
+/// Compiles one route, recording the Services and Backends it looked up (with the memo's
+/// revisions of them) as its dependencies.
+pub fn compile_one(
+    ctx: &Ctx,
+    source: Source,
+    hash: u64,
+    revision: Option<u64>,
+    memo: Option<&Memo>,
+) -> RouteWork {
+    let mut local = ClusterMap::new();
+    *ctx.lookups.borrow_mut() = Some(Vec::new());
+    let route = match source {
+        Source::Http(r) => http::compile_http(ctx, r, &mut local),
+        Source::Grpc(r) => http::compile_grpc(ctx, r, &mut local),
+    };
+    let lookups = ctx.lookups.borrow_mut().take().unwrap_or_default();
+    let deps = match memo {
+        Some(m) => m.deps(&lookups),
+        None => Arc::from([]),
+    };
+    RouteWork {
+        hash,
+        revision,
+        compiled: Arc::new(Compiled {
+            route,
+            clusters: local.into_iter().collect(),
+        }),
+        deps,
+        reused: false,
+    }
+}
+
 /// Compiles every HTTPRoute and GRPCRoute, or takes it from the memo.
 pub fn compile_routes(
     ctx: &Ctx,
@@ -28,10 +83,6 @@ pub fn compile_routes(
     mut memo: Option<&mut Memo>,
     gens: Option<Generations>,
 ) -> Vec<RouteWork> {
-    enum Source<'a> {
-        Http(&'a gateway_api::apis::experimental::httproutes::HttpRoute),
-        Grpc(&'a gateway_api::apis::experimental::grpcroutes::GrpcRoute),
-    }
     let sources: Vec<(Source, u64)> = resources
         .http_routes
         .iter()
@@ -60,10 +111,7 @@ pub fn compile_routes(
         .into_iter()
         .enumerate()
         .map(|(i, (source, hash))| {
-            let (kind, meta) = match source {
-                Source::Http(r) => ("HTTPRoute", &r.metadata),
-                Source::Grpc(r) => ("GRPCRoute", &r.metadata),
-            };
+            let (kind, meta) = (source.kind(), source.meta());
             let same_key = |e: &&memo::RouteMemo| {
                 let (ns, name) = memo::meta_names(meta, true);
                 e.key.kind == kind && e.key.namespace == ns && e.key.name == name
@@ -105,27 +153,7 @@ pub fn compile_routes(
                     reused: true,
                 };
             }
-            let mut local = ClusterMap::new();
-            *ctx.lookups.borrow_mut() = Some(Vec::new());
-            let route = match source {
-                Source::Http(r) => http::compile_http(ctx, r, &mut local),
-                Source::Grpc(r) => http::compile_grpc(ctx, r, &mut local),
-            };
-            let lookups = ctx.lookups.borrow_mut().take().unwrap_or_default();
-            let deps = match memo.as_deref() {
-                Some(m) => m.deps(&lookups),
-                None => Arc::from([]),
-            };
-            RouteWork {
-                hash,
-                revision,
-                compiled: Arc::new(Compiled {
-                    route,
-                    clusters: local.into_iter().collect(),
-                }),
-                deps,
-                reused: false,
-            }
+            compile_one(ctx, source, hash, revision, memo.as_deref())
         })
         .collect()
 }

@@ -138,6 +138,51 @@ impl VhostMemo {
         map
     }
 
+    /// One route's entries on one listener replaced (the route was compiled again; its
+    /// placement did not change): the listener's sorted entries patched, and its routes in
+    /// precedence order. None where the memo cannot say: the listener was not built last
+    /// call or has changed, the route is not there with these hostnames, it gains or loses
+    /// every entry, or precedence ties (the listener's memo is then dropped: unusable).
+    pub fn replace_route(
+        &mut self,
+        l: &ListenerModel,
+        old: &Arc<Compiled>,
+        new: &Arc<Compiled>,
+        hostnames: &[String],
+    ) -> Option<Vec<Arc<ir::Route>>> {
+        let sig = listener_sig(l);
+        let lm = self.listeners.get_mut(&sig.id).filter(|lm| lm.sig == sig)?;
+        let old_key = Arc::as_ptr(old) as usize;
+        let removed = lm
+            .routes
+            .get(&old_key)
+            .filter(|c| c.hostnames == hostnames)?
+            .entries
+            .clone();
+        let built = Arc::new(entries(l, new, hostnames));
+        if built.items.is_empty() != removed.items.is_empty() {
+            return None;
+        }
+        if !patch(&mut lm.sorted, &[removed], std::slice::from_ref(&built)) {
+            self.listeners.remove(&sig.id);
+            return None;
+        }
+        lm.routes.remove(&old_key);
+        let cached = Cached {
+            _compiled: new.clone(),
+            hostnames: hostnames.to_vec(),
+            entries: built,
+            build: lm.build,
+        };
+        lm.routes.insert(Arc::as_ptr(new) as usize, cached);
+        Some(route_list(&lm.sorted))
+    }
+
+    /// Drops a listener's memo: its next build starts over.
+    pub fn forget_listener(&mut self, id: &str) {
+        self.listeners.remove(id);
+    }
+
     /// A port's origins: the previous call's list again when equal (no copies of thousands
     /// of keys), else a new one.
     pub fn port_origins(
@@ -175,12 +220,7 @@ pub fn virtual_host(
         .clone()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "*".into());
-    let sig = ListenerSig {
-        id: listener_id(l),
-        hostname: l.spec.hostname.clone(),
-        protocol: l.protocol,
-        port: l.port,
-    };
+    let sig = listener_sig(l);
     let (per_route, ordered) = match memo {
         // A route placed twice on one listener (two parentRefs) has two sets of entries:
         // the memo keeps one per route, so such a listener is built from scratch.
@@ -208,6 +248,15 @@ pub fn virtual_host(
         .map(|((ri, _), _)| *ri)
         .collect();
     (vh, used)
+}
+
+fn listener_sig(l: &ListenerModel) -> ListenerSig {
+    ListenerSig {
+        id: listener_id(l),
+        hostname: l.spec.hostname.clone(),
+        protocol: l.protocol,
+        port: l.port,
+    }
 }
 
 fn route_list(items: &[Item]) -> Vec<Arc<ir::Route>> {
