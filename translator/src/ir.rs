@@ -120,8 +120,9 @@ pub struct VirtualHost {
     pub name: String,
     /// Envoy domains: the listener hostname, or `*`.
     pub domains: Vec<String>,
-    /// In match order (shared with `Translator`'s memo).
-    pub routes: Vec<std::sync::Arc<Route>>,
+    /// In match order. Shared: `Translator` hands out the same list again while the
+    /// listener's routes are unchanged, and stage two tells that by the pointer.
+    pub routes: std::sync::Arc<Vec<std::sync::Arc<Route>>>,
 }
 
 #[derive(Clone, Debug, Serialize)]

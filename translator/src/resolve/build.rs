@@ -187,7 +187,7 @@ pub fn fleet<'a>(
         .ports
         .iter()
         .flat_map(|p| &p.virtual_hosts)
-        .flat_map(|v| &v.routes)
+        .flat_map(|v| v.routes.iter())
     {
         if let Action::Forward(f) = &r.action {
             names.extend(f.backends.iter().filter_map(|b| b.cluster.as_deref()));

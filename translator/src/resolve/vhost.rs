@@ -149,7 +149,7 @@ impl VhostMemo {
         old: &Arc<Compiled>,
         new: &Arc<Compiled>,
         hostnames: &[String],
-    ) -> Option<Vec<Arc<ir::Route>>> {
+    ) -> Option<Arc<Vec<Arc<ir::Route>>>> {
         let sig = listener_sig(l);
         let lm = self.listeners.get_mut(&sig.id).filter(|lm| lm.sig == sig)?;
         let old_key = Arc::as_ptr(old) as usize;
@@ -175,7 +175,7 @@ impl VhostMemo {
             build: lm.build,
         };
         lm.routes.insert(Arc::as_ptr(new) as usize, cached);
-        Some(route_list(&lm.sorted))
+        Some(Arc::new(route_list(&lm.sorted)))
     }
 
     /// Drops a listener's memo: its next build starts over.
@@ -239,7 +239,7 @@ pub fn virtual_host(
     let vh = VirtualHost {
         name: sig.id,
         domains: vec![domain],
-        routes: ordered,
+        routes: Arc::new(ordered),
     };
     let used = placed
         .iter()

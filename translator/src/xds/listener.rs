@@ -91,10 +91,7 @@ pub fn listener(port: &Port, addresses: &[String]) -> Listener {
 fn tls_chain(port: &Port, chain: &TlsChain) -> FilterChain {
     let stat_prefix = port.name.as_str();
     let filter = if chain.http {
-        hcm(
-            stat_prefix,
-            &crate::xds::route::chain_route_name(port, chain),
-        )
+        hcm(stat_prefix, &crate::xds::rds::chain_route_name(port, chain))
     } else {
         tcp_proxy(
             stat_prefix,

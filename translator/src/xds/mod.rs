@@ -5,6 +5,7 @@ mod endpoint;
 mod listener;
 mod metadata;
 pub mod origins;
+mod rds;
 mod route;
 pub mod route_config;
 mod secret;
@@ -78,7 +79,7 @@ pub fn socket(
 pub struct Memo {
     fleets: HashMap<ObjectKey, FleetClusters>,
     stamp: u64,
-    routes: route::RouteMemo,
+    routes: rds::RdsMemo,
     origins: origins::OriginsMemo,
 }
 
@@ -205,7 +206,7 @@ pub fn fleet_config_with(
         port_origins.push((render::LISTENER, port.name.clone(), keys.clone()));
         if !port.virtual_hosts.is_empty() {
             let routes = memo.as_deref_mut().map(|m| &mut m.routes);
-            for rc in route::route_configurations(port, routes) {
+            for rc in rds::route_configurations(port, routes) {
                 port_origins.push((render::ROUTE, rc.name.clone(), keys.clone()));
                 out.routes.push(Arc::new(rc));
             }

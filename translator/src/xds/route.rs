@@ -1,7 +1,6 @@
 //! RDS: one route configuration per port; one virtual host per Gateway listener hostname.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
@@ -9,9 +8,8 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
-    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
-    query_parameter_matcher, redirect_action, retry_policy, route, route_action, route_match,
-    weighted_cluster,
+    RouteAction, RouteMatch, WeightedCluster, header_matcher, query_parameter_matcher,
+    redirect_action, retry_policy, route, route_action, route_match, weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
@@ -20,144 +18,9 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
-use crate::ir::{
-    self, Action, HeaderMods, PathMatch, PathRewrite, Port, PortProtocol, TlsChain, ValueMatch,
-};
-use crate::render::PtrMap;
+use crate::ir::{self, Action, HeaderMods, PathMatch, PathRewrite, ValueMatch};
 use crate::resolve::http::regex_escape;
-use crate::xds::route_config::{RouteConfig, RouteProto, VirtualHostParts};
 use crate::xds::{INVALID_CLUSTER, any, duration_ms};
-
-fn config(name: String, virtual_hosts: Vec<VirtualHostParts>) -> RouteConfig {
-    RouteConfig::new(
-        RouteConfiguration {
-            name,
-            // Invalid backends' shares point at a cluster that does not exist, on purpose.
-            validate_clusters: Some(BoolValue { value: false }),
-            ignore_port_in_host_matching: true,
-            ..Default::default()
-        },
-        virtual_hosts,
-    )
-}
-
-/// The route configuration an HTTPS filter chain uses.
-pub fn chain_route_name(port: &Port, chain: &TlsChain) -> String {
-    format!("{}/{}", port.name, chain.listener)
-}
-
-/// HTTP ports: one route configuration. HTTPS ports: one per filter chain (Gateway listener),
-/// holding that listener's routes and answering 421 for hosts that belong to another listener
-/// of the port (or, for a listener with a hostname, to any other host): a connection whose SNI
-/// chose one listener must not be used for another's hostname.
-pub fn route_configurations(port: &Port, mut memo: Option<&mut RouteMemo>) -> Vec<RouteConfig> {
-    if port.protocol == PortProtocol::Http {
-        return vec![config(
-            port.name.clone(),
-            port.virtual_hosts
-                .iter()
-                .map(|vh| virtual_host(vh, memo.as_deref_mut()))
-                .collect(),
-        )];
-    }
-    port.tls_chains
-        .iter()
-        .filter(|c| c.http)
-        .map(|chain| {
-            let mut vhosts = Vec::new();
-            if let Some(own) = port.virtual_hosts.iter().find(|v| v.name == chain.listener) {
-                vhosts.push(virtual_host(own, memo.as_deref_mut()));
-            }
-            for other in port
-                .virtual_hosts
-                .iter()
-                .filter(|v| v.name != chain.listener)
-            {
-                vhosts.extend(
-                    other
-                        .domains
-                        .iter()
-                        .filter(|d| *d != "*")
-                        .map(|d| misdirected(d)),
-                );
-            }
-            if chain.hostname.is_some() {
-                vhosts.push(misdirected("*"));
-            }
-            config(chain_route_name(port, chain), vhosts)
-        })
-        .collect()
-}
-
-fn misdirected(domain: &str) -> VirtualHostParts {
-    let route = Route {
-        name: "misdirected".into(),
-        r#match: Some(RouteMatch {
-            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-            ..Default::default()
-        }),
-        action: Some(route::Action::DirectResponse(DirectResponseAction {
-            status: 421,
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    VirtualHostParts {
-        head: VirtualHost {
-            name: format!("misdirected:{domain}"),
-            domains: vec![domain.to_string()],
-            ..Default::default()
-        },
-        routes: vec![Arc::new(RouteProto::new(route))],
-    }
-}
-
-/// Route protos kept between `Translator` calls, by IR route (the same `Arc`, which the
-/// memo holds, so its address is not reused while the entry lives). Each is kept as its
-/// encoding, so an unchanged route is never built or encoded again.
-#[derive(Default)]
-pub struct RouteMemo {
-    /// By IR route address, with the call that last used the entry.
-    protos: PtrMap<(u64, Arc<ir::Route>, Arc<RouteProto>)>,
-    stamp: u64,
-}
-
-impl RouteMemo {
-    /// Ends a call: protos this call did not use are forgotten.
-    pub fn end(&mut self) {
-        let stamp = self.stamp;
-        self.protos.retain(|_, e| e.0 == stamp);
-        self.stamp += 1;
-    }
-}
-
-fn virtual_host(vh: &ir::VirtualHost, mut memo: Option<&mut RouteMemo>) -> VirtualHostParts {
-    let routes = vh
-        .routes
-        .iter()
-        .map(|r| {
-            let Some(m) = memo.as_deref_mut() else {
-                return Arc::new(RouteProto::new(route(r)));
-            };
-            let key = Arc::as_ptr(r) as usize;
-            let stamp = m.stamp;
-            let entry = m
-                .protos
-                .entry(key)
-                .or_insert_with(|| (stamp, r.clone(), Arc::new(RouteProto::new(route(r)))));
-            entry.0 = stamp;
-            entry.2.clone()
-        })
-        .collect();
-    VirtualHostParts {
-        head: VirtualHost {
-            name: vh.name.clone(),
-            domains: vh.domains.clone(),
-            ..Default::default()
-        },
-        routes,
-    }
-}
 
 fn regex(r: &str) -> RegexMatcher {
     RegexMatcher {
@@ -258,7 +121,7 @@ fn header_options(mods: &HeaderMods) -> Vec<HeaderValueOption> {
     out
 }
 
-fn route(r: &ir::Route) -> Route {
+pub(crate) fn route(r: &ir::Route) -> Route {
     let mut out = Route {
         name: r.name.clone(),
         r#match: Some(route_match(r)),

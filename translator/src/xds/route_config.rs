@@ -46,7 +46,8 @@ impl RouteProto {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VirtualHostParts {
     pub head: VirtualHost,
-    pub routes: Vec<Arc<RouteProto>>,
+    /// Shared with `RdsMemo`, which hands out the same list while the routes are the same.
+    pub routes: Arc<Vec<Arc<RouteProto>>>,
 }
 
 /// A RouteConfiguration as pieces; `head.virtual_hosts` is always empty.
@@ -117,7 +118,7 @@ impl RouteConfig {
             encoding::encode_key(2, WireType::LengthDelimited, &mut out);
             encoding::encode_varint(*l as u64, &mut out);
             out.extend_from_slice(before);
-            for r in &vh.routes {
+            for r in vh.routes.iter() {
                 let bytes = r.encoded();
                 encoding::encode_key(3, WireType::LengthDelimited, &mut out);
                 encoding::encode_varint(bytes.len() as u64, &mut out);
@@ -207,9 +208,11 @@ mod tests {
                 require_tls: 1,
                 ..Default::default()
             },
-            routes: (0..routes)
-                .map(|i| Arc::new(RouteProto::new(route(i, long))))
-                .collect(),
+            routes: Arc::new(
+                (0..routes)
+                    .map(|i| Arc::new(RouteProto::new(route(i, long))))
+                    .collect(),
+            ),
         }
     }
 
