@@ -59,8 +59,8 @@ impl Incremental {
                     Some(previous) => portico_xds::Snapshot::reusing(&previous),
                     None => portico_xds::Snapshot::new(),
                 };
-                for r in resources {
-                    snapshot.insert_shared(r.type_url, &r.name, r.any);
+                for r in &resources {
+                    snapshot.insert_shared(r.type_url, &r.name, r.any.clone());
                 }
                 (fleet, snapshot)
             })

@@ -68,17 +68,21 @@ pub struct Translation {
     pub fleets: BTreeMap<String, FleetConfig>,
 }
 
-/// One fleet's Envoy resources; each Vec sorted by name, names unique. Shared (`Arc`) so
-/// that `Translator` hands out unchanged resources without copying them.
+/// A list of shared resources, itself shared: `Translator` hands out the previous call's
+/// list again while every resource in it is the same, so consumers can tell an unchanged
+/// list by its pointer (`Arc::ptr_eq`) and an unchanged resource by its own.
+pub type Shared<T> = Arc<Vec<Arc<T>>>;
+
+/// One fleet's Envoy resources; each list sorted by name, names unique.
 #[derive(Default, Clone, Debug, PartialEq)]
 pub struct FleetConfig {
-    pub listeners: Vec<Arc<Listener>>,
+    pub listeners: Shared<Listener>,
     /// Route configurations as shared pieces: `RouteConfig::to_proto` gives the proto,
     /// `RouteConfig::encode` its encoding.
-    pub routes: Vec<Arc<RouteConfig>>,
-    pub clusters: Vec<Arc<Cluster>>,
-    pub endpoints: Vec<Arc<ClusterLoadAssignment>>,
-    pub secrets: Vec<Arc<Secret>>,
+    pub routes: Shared<RouteConfig>,
+    pub clusters: Shared<Cluster>,
+    pub endpoints: Shared<ClusterLoadAssignment>,
+    pub secrets: Shared<Secret>,
     /// (type URL, resource name) -> the input objects that produced it. Shared:
     /// `Translator` hands out the previous call's map again while it has not changed.
     pub origins: Arc<Origins>,

@@ -10,7 +10,13 @@ use prost::{Message, Name};
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use serde_json::Value;
 
-use crate::FleetConfig;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+
+use crate::xds::route_config::RouteConfig;
+use crate::{FleetConfig, Shared};
 
 static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
     DescriptorPool::decode(&include_bytes!("../../proto/envoy.binpb")[..])
@@ -86,39 +92,79 @@ pub fn pack<T: Message + Name>(message: &T) -> Any {
 /// Every resource of a fleet as (type URL, name, packed), in a stable order.
 pub fn fleet_to_any(fleet: &FleetConfig) -> Vec<(String, String, Any)> {
     let mut out = Vec::new();
-    for l in &fleet.listeners {
+    for l in fleet.listeners.iter() {
         out.push((LISTENER.to_string(), l.name.clone(), pack(l.as_ref())));
     }
-    for r in &fleet.routes {
+    for r in fleet.routes.iter() {
         out.push((ROUTE.to_string(), r.name.clone(), r.pack()));
     }
-    for c in &fleet.clusters {
+    for c in fleet.clusters.iter() {
         out.push((CLUSTER.to_string(), c.name.clone(), pack(c.as_ref())));
     }
-    for e in &fleet.endpoints {
+    for e in fleet.endpoints.iter() {
         out.push((
             ENDPOINT.to_string(),
             e.cluster_name.clone(),
             pack(e.as_ref()),
         ));
     }
-    for s in &fleet.secrets {
+    for s in fleet.secrets.iter() {
         out.push((SECRET.to_string(), s.name.clone(), pack(s.as_ref())));
     }
     out
 }
 
-/// Encodings kept between calls, by resource: `Translator` hands out the same `Arc` for an
-/// unchanged resource, so its encoding is copied rather than redone. Each entry holds its
-/// resource, so an address is never reused while its entry lives.
+/// Encodings kept between calls, per fleet and list: a list that is the same `Arc` as the
+/// last call's gets the same packed list back; in a new list, each resource that is the same
+/// `Arc` as one of the old list keeps its packed form (found by walking both lists), so only
+/// new resources are encoded. Fleets a call does not mention are forgotten.
 #[derive(Default)]
 pub struct PackCache {
-    /// By address, with the call that last used the entry.
-    packed: PtrMap<(u64, Packed)>,
-    stamp: u64,
-    /// The last call's output with each resource's address (the entries above keep those
-    /// resources alive): handed out again when every address is the same.
-    last: Vec<(String, Vec<usize>, Vec<SharedResource>)>,
+    fleets: HashMap<String, FleetPacks>,
+}
+
+#[derive(Default)]
+struct FleetPacks {
+    listeners: ListPack<Listener>,
+    routes: ListPack<RouteConfig>,
+    clusters: ListPack<Cluster>,
+    endpoints: ListPack<ClusterLoadAssignment>,
+    secrets: ListPack<Secret>,
+}
+
+/// One list as last packed: the list (held, so its address and its resources' addresses
+/// are not reused while the entry lives) and its packed resources, in order.
+struct ListPack<T> {
+    list: Shared<T>,
+    packed: Arc<Vec<SharedResource>>,
+}
+
+impl<T> Default for ListPack<T> {
+    fn default() -> Self {
+        ListPack {
+            list: Arc::default(),
+            packed: Arc::default(),
+        }
+    }
+}
+
+impl<T> ListPack<T> {
+    fn update(
+        &mut self,
+        list: &Shared<T>,
+        type_url: &'static str,
+        name: impl Fn(&T) -> &str,
+        pack: impl Fn(&T) -> Any,
+    ) -> Arc<Vec<SharedResource>> {
+        if !Arc::ptr_eq(&self.list, list) {
+            let packed = reuse_by_ptr(&self.list, &self.packed, list, |m| {
+                SharedResource::new(type_url, name(m), pack(m))
+            });
+            self.list = list.clone();
+            self.packed = Arc::new(packed);
+        }
+        self.packed.clone()
+    }
 }
 
 /// A map keyed by addresses (`Arc::as_ptr`): tens of thousands of lookups per call, where
@@ -147,11 +193,61 @@ impl Hasher for PtrHasher {
     }
 }
 
-/// A cached encoding: the resource it encodes (kept alive so that its address is not
-/// reused), and the shared packed form.
-type Packed = (Arc<dyn std::any::Any + Send + Sync>, SharedResource);
+/// How far `reuse_by_ptr` looks ahead in the old list: a patched list differs from the old
+/// one by a removal and an insertion per changed element.
+const LOOKAHEAD: usize = 4;
 
-/// One packed resource, shared: a clone copies three pointers. `PackCache` hands out the same
+/// Elements `reuse_by_ptr` may miss before it indexes the old list: past this, the list was
+/// rebuilt or reordered rather than patched.
+const MISSES: usize = 32;
+
+/// What `new`'s elements map to, given what the old list's mapped to (`old_out`, in order):
+/// an element that is the same `Arc` as an old one takes that one's result; `make` gives the
+/// others. Walks both lists in step (a few pointer comparisons per element) and indexes the
+/// old list only once many elements were missed.
+pub(crate) fn reuse_by_ptr<T, U: Clone>(
+    old: &[Arc<T>],
+    old_out: &[U],
+    new: &[Arc<T>],
+    mut make: impl FnMut(&T) -> U,
+) -> Vec<U> {
+    debug_assert_eq!(old.len(), old_out.len());
+    let mut index: Option<PtrMap<usize>> = None;
+    let (mut j, mut misses) = (0, 0);
+    new.iter()
+        .map(|r| {
+            let ahead = old[j.min(old.len())..]
+                .iter()
+                .take(LOOKAHEAD)
+                .position(|o| Arc::ptr_eq(o, r));
+            let found = match ahead {
+                Some(k) => Some(j + k),
+                None if index.is_none() && misses < MISSES => {
+                    misses += 1;
+                    None
+                }
+                None => index
+                    .get_or_insert_with(|| {
+                        old.iter()
+                            .enumerate()
+                            .map(|(i, o)| (Arc::as_ptr(o) as usize, i))
+                            .collect()
+                    })
+                    .get(&(Arc::as_ptr(r) as usize))
+                    .copied(),
+            };
+            match found {
+                Some(i) => {
+                    j = i + 1;
+                    old_out[i].clone()
+                }
+                None => make(r),
+            }
+        })
+        .collect()
+}
+
+/// One packed resource, shared: a clone copies two pointers. `PackCache` hands out the same
 /// `Arc`s again for a resource it saw in the previous call, so an unchanged resource costs a
 /// pointer copy, and consumers can tell it is unchanged with `Arc::ptr_eq`.
 #[derive(Clone, Debug, PartialEq)]
@@ -171,108 +267,89 @@ impl SharedResource {
     }
 }
 
+/// One fleet's packed resources in `fleet_to_any` order, as shared lists (listeners, routes,
+/// clusters, endpoints, secrets): a list the fleet did not change is the last call's `Arc`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SharedFleet {
+    pub lists: [Arc<Vec<SharedResource>>; 5],
+}
+
+type ListIter<'a> = std::slice::Iter<'a, SharedResource>;
+
+impl SharedFleet {
+    pub fn iter(&self) -> impl Iterator<Item = &SharedResource> {
+        self.into_iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lists.iter().map(|l| l.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> IntoIterator for &'a SharedFleet {
+    type Item = &'a SharedResource;
+    type IntoIter = std::iter::FlatMap<
+        std::slice::Iter<'a, Arc<Vec<SharedResource>>>,
+        ListIter<'a>,
+        fn(&'a Arc<Vec<SharedResource>>) -> ListIter<'a>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        fn items(list: &Arc<Vec<SharedResource>>) -> ListIter<'_> {
+            list.iter()
+        }
+        let items: fn(&'a Arc<Vec<SharedResource>>) -> ListIter<'a> = items;
+        self.lists.iter().flat_map(items)
+    }
+}
+
 impl PackCache {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// `fleet_to_any` for every fleet of one translation (same resources, same order), as
-    /// shared values, reusing the encodings of resources the previous call saw; encodings of
-    /// resources no longer used are forgotten.
+    /// shared lists, reusing the encodings of resources the previous call saw.
     pub fn fleets_to_shared<'a>(
         &mut self,
         fleets: impl IntoIterator<Item = (&'a String, &'a FleetConfig)>,
-    ) -> Vec<(String, Vec<SharedResource>)> {
-        let fleets: Vec<_> = fleets.into_iter().collect();
-        let same = fleets.len() == self.last.len()
-            && fleets
-                .iter()
-                .zip(&self.last)
-                .all(|((name, fleet), (n, addrs, _))| {
-                    *name == n && addresses(fleet).eq(addrs.iter().copied())
-                });
-        if same {
-            // Nothing to stamp or forget: every entry the last call used is used again.
-            return self
-                .last
-                .iter()
-                .map(|(name, _, list)| (name.clone(), list.clone()))
-                .collect();
-        }
-        let out: Vec<(String, Vec<SharedResource>)> = fleets
-            .iter()
-            .map(|(name, fleet)| ((*name).clone(), self.fleet_to_shared(fleet)))
-            .collect();
-        self.last = fleets
-            .iter()
-            .zip(&out)
-            .map(|((name, fleet), (_, list))| {
-                ((*name).clone(), addresses(fleet).collect(), list.clone())
+    ) -> Vec<(String, SharedFleet)> {
+        let out: Vec<(String, SharedFleet)> = fleets
+            .into_iter()
+            .map(|(name, fleet)| {
+                let packs = self.fleets.entry(name.clone()).or_default();
+                (name.clone(), packs.update(fleet))
             })
             .collect();
-        let stamp = self.stamp;
-        self.packed.retain(|_, e| e.0 == stamp);
-        self.stamp += 1;
-        out
-    }
-
-    fn fleet_to_shared(&mut self, fleet: &FleetConfig) -> Vec<SharedResource> {
-        let mut out = Vec::with_capacity(
-            fleet.listeners.len()
-                + fleet.routes.len()
-                + fleet.clusters.len()
-                + fleet.endpoints.len()
-                + fleet.secrets.len(),
-        );
-        for l in &fleet.listeners {
-            out.push(self.pack_with(l, LISTENER, |l| &l.name, pack));
-        }
-        for r in &fleet.routes {
-            out.push(self.pack_with(r, ROUTE, |r| &r.name, |r| r.pack()));
-        }
-        for c in &fleet.clusters {
-            out.push(self.pack_with(c, CLUSTER, |c| &c.name, pack));
-        }
-        for e in &fleet.endpoints {
-            out.push(self.pack_with(e, ENDPOINT, |e| &e.cluster_name, pack));
-        }
-        for s in &fleet.secrets {
-            out.push(self.pack_with(s, SECRET, |s| &s.name, pack));
+        if self.fleets.len() != out.len() {
+            let names: std::collections::HashSet<&String> = out.iter().map(|(n, _)| n).collect();
+            self.fleets.retain(|n, _| names.contains(n));
         }
         out
-    }
-
-    fn pack_with<T: Send + Sync + 'static>(
-        &mut self,
-        m: &Arc<T>,
-        type_url: &'static str,
-        name: impl Fn(&T) -> &String,
-        pack: impl Fn(&T) -> Any,
-    ) -> SharedResource {
-        let key = Arc::as_ptr(m) as *const () as usize;
-        let stamp = self.stamp;
-        let entry = self.packed.entry(key).or_insert_with(|| {
-            let packed = SharedResource::new(type_url, name(m), pack(m.as_ref()));
-            (
-                stamp,
-                (m.clone() as Arc<dyn std::any::Any + Send + Sync>, packed),
-            )
-        });
-        entry.0 = stamp;
-        entry.1.1.clone()
     }
 }
 
-/// Addresses of a fleet's resources, in `fleet_to_any` order.
-fn addresses(fleet: &FleetConfig) -> impl Iterator<Item = usize> + '_ {
-    fn addr<T>(m: &Arc<T>) -> usize {
-        Arc::as_ptr(m) as *const () as usize
+impl FleetPacks {
+    fn update(&mut self, fleet: &FleetConfig) -> SharedFleet {
+        SharedFleet {
+            lists: [
+                self.listeners
+                    .update(&fleet.listeners, LISTENER, |l| &l.name, pack),
+                self.routes
+                    .update(&fleet.routes, ROUTE, |r| &r.name, RouteConfig::pack),
+                self.clusters
+                    .update(&fleet.clusters, CLUSTER, |c| &c.name, pack),
+                self.endpoints
+                    .update(&fleet.endpoints, ENDPOINT, |e| &e.cluster_name, pack),
+                self.secrets
+                    .update(&fleet.secrets, SECRET, |s| &s.name, pack),
+            ],
+        }
     }
-    (fleet.listeners.iter().map(addr))
-        .chain(fleet.routes.iter().map(addr))
-        .chain(fleet.clusters.iter().map(addr))
-        .chain(fleet.endpoints.iter().map(addr))
-        .chain(fleet.secrets.iter().map(addr))
 }
 
 fn render_all<T: Message + Name>(items: &[std::sync::Arc<T>]) -> Value {

@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 use crate::ir;
 use crate::render;
-use crate::{FleetConfig, ObjectKey};
+use crate::{FleetConfig, ObjectKey, Shared};
 
 /// Name of the cluster that never exists: routes send invalid backends' shares there and
 /// answer 500 (cluster_not_found_response_code).
@@ -78,6 +78,8 @@ pub fn socket(
 #[derive(Default)]
 pub struct Memo {
     fleets: HashMap<ObjectKey, FleetClusters>,
+    /// Each fleet's last output, with the call that made it.
+    configs: HashMap<ObjectKey, (u64, FleetConfig)>,
     stamp: u64,
     routes: rds::RdsMemo,
     origins: origins::OriginsMemo,
@@ -91,6 +93,8 @@ struct FleetClusters {
     clusters: Arc<std::collections::BTreeMap<String, Arc<ir::Cluster>>>,
     infrastructure: ir::Infrastructure,
     protos: Arc<Vec<Protos>>,
+    /// The cluster and endpoint lists made from `protos`.
+    lists: (Shared<Cluster>, Shared<ClusterLoadAssignment>),
     /// The call that last used the entry.
     stamp: u64,
 }
@@ -100,6 +104,7 @@ impl Memo {
     pub fn end(&mut self) {
         let stamp = self.stamp;
         self.fleets.retain(|_, f| f.stamp == stamp);
+        self.configs.retain(|_, c| c.0 == stamp);
         self.stamp += 1;
         self.routes.end();
         self.origins.end();
@@ -108,48 +113,62 @@ impl Memo {
     /// The fleet's cluster protos: the previous call's list when the IR map is the same
     /// `Arc`; else the previous protos of the clusters that are the same `Arc`, found by
     /// walking both (sorted) maps, and new ones for the rest.
-    fn fleet_clusters(&mut self, gateway: &ObjectKey, fleet: &ir::Fleet) -> Arc<Vec<Protos>> {
+    fn fleet_clusters(
+        &mut self,
+        gateway: &ObjectKey,
+        fleet: &ir::Fleet,
+    ) -> (Shared<Cluster>, Shared<ClusterLoadAssignment>) {
         let stamp = self.stamp;
         let prev = self
             .fleets
-            .get(gateway)
+            .get_mut(gateway)
             .filter(|p| p.infrastructure == fleet.infrastructure);
         if let Some(p) = prev
             && Arc::ptr_eq(&p.clusters, &fleet.clusters)
         {
-            let protos = p.protos.clone();
-            if let Some(p) = self.fleets.get_mut(gateway) {
-                p.stamp = stamp;
-            }
-            return protos;
+            p.stamp = stamp;
+            return p.lists.clone();
         }
+        let prev = self
+            .fleets
+            .get(gateway)
+            .filter(|p| p.infrastructure == fleet.infrastructure);
         let mut old = prev
             .map(|p| p.clusters.iter().zip(p.protos.iter()))
             .into_iter()
             .flatten()
             .peekable();
+        let mut reused = 0;
         let protos: Vec<Protos> = fleet
             .clusters
             .iter()
             .map(|(name, c)| {
                 while old.next_if(|((n, _), _)| *n < name).is_some() {}
                 match old.next_if(|((n, _), _)| *n == name) {
-                    Some(((_, was), protos)) if Arc::ptr_eq(was, c) => protos.clone(),
+                    Some(((_, was), protos)) if Arc::ptr_eq(was, c) => {
+                        reused += 1;
+                        protos.clone()
+                    }
                     _ => cluster_protos(c, &fleet.infrastructure),
                 }
             })
             .collect();
-        let protos = Arc::new(protos);
+        // Every proto the same as before (a new map of the same clusters): the same lists.
+        let lists = match prev {
+            Some(p) if reused == protos.len() && reused == p.protos.len() => p.lists.clone(),
+            _ => cluster_lists(&protos),
+        };
         self.fleets.insert(
             gateway.clone(),
             FleetClusters {
                 clusters: fleet.clusters.clone(),
                 infrastructure: fleet.infrastructure.clone(),
-                protos: protos.clone(),
+                protos: Arc::new(protos),
+                lists: lists.clone(),
                 stamp,
             },
         );
-        protos
+        lists
     }
 }
 
@@ -171,19 +190,20 @@ pub fn fleet_config(fleet: &ir::Fleet, gateway: &ObjectKey) -> FleetConfig {
     fleet_config_with(fleet, gateway, None)
 }
 
-/// `fleet_config`, reusing the protos of unchanged clusters from `memo`.
+/// `fleet_config`, reusing from `memo` the protos of unchanged clusters and routes, and the
+/// previous call's lists (the same `Arc`) where every resource in them is the same.
 pub fn fleet_config_with(
     fleet: &ir::Fleet,
     gateway: &ObjectKey,
     mut memo: Option<&mut Memo>,
 ) -> FleetConfig {
-    // Envoy's Cluster is a large struct: growing these Vecs by doubling would copy them
-    // over and over.
-    let mut out = FleetConfig {
-        clusters: Vec::with_capacity(fleet.clusters.len()),
-        endpoints: Vec::with_capacity(fleet.clusters.len()),
-        ..Default::default()
-    };
+    let prev = memo
+        .as_deref()
+        .and_then(|m| m.configs.get(gateway))
+        .map(|(_, c)| c.clone());
+    let mut listeners = Vec::new();
+    let mut routes = Vec::new();
+    let mut secrets = Vec::new();
     // Gathered by reference in insertion order (clusters, endpoints, ports, secrets).
     let mut port_origins = Vec::new();
     for port in &fleet.ports {
@@ -194,7 +214,7 @@ pub fn fleet_config_with(
         if l.filter_chains.is_empty() && port.protocol != ir::PortProtocol::Udp {
             continue;
         }
-        out.listeners.push(Arc::new(l));
+        listeners.push(Arc::new(l));
         // Stage one sorts them already; sorting a copy is the fallback.
         let keys: Cow<'_, [ObjectKey]> = if port.origins.is_sorted() {
             Cow::Borrowed(&port.origins[..])
@@ -205,36 +225,28 @@ pub fn fleet_config_with(
         };
         port_origins.push((render::LISTENER, port.name.clone(), keys.clone()));
         if !port.virtual_hosts.is_empty() {
-            let routes = memo.as_deref_mut().map(|m| &mut m.routes);
-            for rc in rds::route_configurations(port, routes) {
+            let memo = memo.as_deref_mut().map(|m| &mut m.routes);
+            for rc in rds::route_configurations(port, memo) {
                 port_origins.push((render::ROUTE, rc.name.clone(), keys.clone()));
-                out.routes.push(Arc::new(rc));
+                routes.push(Arc::new(rc));
             }
         }
     }
-    let protos = match memo.as_deref_mut() {
-        None => Arc::new(
-            fleet
+    let (clusters, endpoints) = match memo.as_deref_mut() {
+        None => cluster_lists(
+            &fleet
                 .clusters
                 .values()
                 .map(|c| cluster_protos(c, &fleet.infrastructure))
-                .collect(),
+                .collect::<Vec<_>>(),
         ),
         Some(m) => m.fleet_clusters(gateway, fleet),
     };
-    let mut with_endpoints = Vec::with_capacity(fleet.clusters.len());
-    for (c, (cluster, endpoints)) in fleet.clusters.values().zip(protos.iter()) {
-        out.clusters.push(cluster.clone());
-        if let Some(e) = endpoints {
-            out.endpoints.push(e.clone());
-            with_endpoints.push(c);
-        }
-    }
     let secret_origins: Vec<(&String, Vec<ObjectKey>)> = fleet
         .secrets
         .values()
         .map(|s| {
-            out.secrets.push(Arc::new(secret::secret(s)));
+            secrets.push(Arc::new(secret::secret(s)));
             let (ns, name) = s.name.split_once('/').unwrap_or(("", &s.name));
             (
                 &s.name,
@@ -259,18 +271,23 @@ pub fn fleet_config_with(
             .collect(),
         secrets: secret_origins.iter().map(|(n, _)| (*n).clone()).collect(),
     };
-    if let Some(m) = memo.as_deref_mut()
+    let origins = if let Some(m) = memo.as_deref_mut()
         && let Some(same) = m.origins.unchanged(gateway, &sig)
     {
-        out.origins = same;
+        same
     } else {
         let mut entries = origins::Builder::with_capacity(
-            fleet.clusters.len() + with_endpoints.len() + port_origins.len() + secret_origins.len(),
+            fleet.clusters.len() + endpoints.len() + port_origins.len() + secret_origins.len(),
         );
         for c in fleet.clusters.values() {
             entries.push(render::CLUSTER, &c.name, Cow::Borrowed(&c.origins));
         }
-        for c in with_endpoints {
+        // A cluster has a ClusterLoadAssignment exactly when it uses EDS.
+        for c in fleet
+            .clusters
+            .values()
+            .filter(|c| matches!(c.discovery, ir::Discovery::Eds(_)))
+        {
             entries.push(render::ENDPOINT, &c.name, Cow::Borrowed(&c.origins));
         }
         for (type_url, name, keys) in &port_origins {
@@ -279,16 +296,61 @@ pub fn fleet_config_with(
         for (name, keys) in secret_origins {
             entries.push(render::SECRET, name, Cow::Owned(keys));
         }
-        out.origins = entries.finish(memo.as_deref().and_then(|m| m.origins.previous(gateway)));
-    }
+        entries.finish(memo.as_deref().and_then(|m| m.origins.previous(gateway)))
+    };
+    listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    routes.sort_by(|a, b| a.name.cmp(&b.name));
+    secrets.sort_by(|a, b| a.name.cmp(&b.name));
+    let out = FleetConfig {
+        listeners: share(listeners, prev.as_ref().map(|p| &p.listeners)),
+        routes: share(routes, prev.as_ref().map(|p| &p.routes)),
+        clusters,
+        endpoints,
+        secrets: share(secrets, prev.as_ref().map(|p| &p.secrets)),
+        origins,
+    };
     if let Some(m) = memo {
         m.origins.keep(gateway, &out.origins, sig);
+        m.configs.insert(gateway.clone(), (m.stamp, out.clone()));
     }
-    out.listeners.sort_by(|a, b| a.name.cmp(&b.name));
-    out.routes.sort_by(|a, b| a.name.cmp(&b.name));
-    out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    out.endpoints
-        .sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
-    out.secrets.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// `new` as a shared list: each resource equal to the previous list's at its place is
+/// that one (the same `Arc`), and when all are, the previous list itself.
+fn share<T: PartialEq>(new: Vec<Arc<T>>, prev: Option<&Shared<T>>) -> Shared<T> {
+    let Some(prev) = prev else {
+        return Arc::new(new);
+    };
+    let mut same = new.len() == prev.len();
+    let list: Vec<Arc<T>> = new
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| match prev.get(i) {
+            Some(p) if Arc::ptr_eq(p, &x) || **p == *x => p.clone(),
+            _ => {
+                same = false;
+                x
+            }
+        })
+        .collect();
+    if same { prev.clone() } else { Arc::new(list) }
+}
+
+/// A fleet's cluster and endpoint lists from its cluster protos, sorted by name.
+fn cluster_lists(protos: &[Protos]) -> (Shared<Cluster>, Shared<ClusterLoadAssignment>) {
+    let mut clusters = Vec::with_capacity(protos.len());
+    let mut endpoints = Vec::with_capacity(protos.len());
+    for (cluster, e) in protos {
+        clusters.push(cluster.clone());
+        endpoints.extend(e.iter().cloned());
+    }
+    // In the IR map's (name) order already; sorting is the fallback.
+    if !clusters.is_sorted_by(|a, b| a.name <= b.name) {
+        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    if !endpoints.is_sorted_by(|a, b| a.cluster_name <= b.cluster_name) {
+        endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    }
+    (Arc::new(clusters), Arc::new(endpoints))
 }

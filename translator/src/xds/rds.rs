@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::google::protobuf::BoolValue;
 
 use crate::ir::{self, Port, PortProtocol, TlsChain};
-use crate::render::PtrMap;
+use crate::render::reuse_by_ptr;
 use crate::xds::route_config::{RouteConfig, RouteProto, VirtualHostParts};
 
 fn config(name: String, virtual_hosts: Vec<VirtualHostParts>) -> RouteConfig {
@@ -130,7 +130,9 @@ impl RdsMemo {
                 h.stamp = stamp;
                 return h.protos.clone();
             }
-            let protos = Arc::new(reuse_protos(&h.routes, &h.protos, &vh.routes));
+            let protos = Arc::new(reuse_by_ptr(&h.routes, &h.protos, &vh.routes, |r| {
+                Arc::new(RouteProto::new(super::route::route(r)))
+            }));
             *h = Host {
                 routes: vh.routes.clone(),
                 protos: protos.clone(),
@@ -153,55 +155,6 @@ fn build_protos(routes: &[Arc<ir::Route>]) -> Vec<Arc<RouteProto>> {
     routes
         .iter()
         .map(|r| Arc::new(RouteProto::new(super::route::route(r))))
-        .collect()
-}
-
-/// How far a walk looks ahead in the old list: a patched list differs from the old one by a
-/// removal and an insertion per changed route.
-const LOOKAHEAD: usize = 4;
-
-/// Routes the walk may miss before it indexes the old list: past this, the list was
-/// reordered rather than patched.
-const MISSES: usize = 32;
-
-/// Protos for `new`, taking the old proto of each route that is the same `Arc` as an old one.
-fn reuse_protos(
-    old: &[Arc<ir::Route>],
-    old_protos: &[Arc<RouteProto>],
-    new: &[Arc<ir::Route>],
-) -> Vec<Arc<RouteProto>> {
-    let mut index: Option<PtrMap<usize>> = None;
-    let (mut j, mut misses) = (0, 0);
-    new.iter()
-        .map(|r| {
-            let ahead = old[j.min(old.len())..]
-                .iter()
-                .take(LOOKAHEAD)
-                .position(|o| Arc::ptr_eq(o, r));
-            let found = match ahead {
-                Some(k) => Some(j + k),
-                None if index.is_none() && misses < MISSES => {
-                    misses += 1;
-                    None
-                }
-                None => index
-                    .get_or_insert_with(|| {
-                        old.iter()
-                            .enumerate()
-                            .map(|(i, o)| (Arc::as_ptr(o) as usize, i))
-                            .collect()
-                    })
-                    .get(&(Arc::as_ptr(r) as usize))
-                    .copied(),
-            };
-            match found {
-                Some(i) => {
-                    j = i + 1;
-                    old_protos[i].clone()
-                }
-                None => Arc::new(RouteProto::new(super::route::route(r))),
-            }
-        })
         .collect()
 }
 

@@ -18,8 +18,9 @@ use prost::encoding::{self, WireType};
 use crate::render;
 
 /// One Route, held as its encoding only: the decoded proto is several times larger, and
-/// only tests and `to_proto` need it (decoded on demand).
-#[derive(Debug, Clone, PartialEq)]
+/// only tests and `to_proto` need it (decoded on demand). `Eq` lets comparisons of shared
+/// lists of them skip equal pointers.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteProto {
     encoded: Box<[u8]>,
 }
