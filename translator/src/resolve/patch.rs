@@ -182,19 +182,19 @@ pub fn run(
 
     // Applied: nothing below fails.
     let mut problems = last.problems.clone();
-    let mut statuses_arc = statuses.clone();
-    let mut sources = sources.clone();
     let routes = last.routes;
+    let (statuses, sources) = m.statuses.as_mut()?;
     for c in &changes {
         problems.retain(|p| p.object.as_ref() != Some(&c.key));
         problems.extend(c.problems.iter().cloned());
         if let (Some(i), Some(s)) = (c.status_at, &c.attached.status) {
-            if statuses_arc[i] != *s {
-                Arc::make_mut(&mut statuses_arc)[i] = s.clone();
+            if statuses[i] != *s {
+                Arc::make_mut(statuses)[i] = s.clone();
             }
             sources[i] = Some(c.attached.clone());
         }
     }
+    let statuses = statuses.clone();
     problems.sort();
     problems.dedup();
     let stamp = m.routes.values().next().map_or(0, |e| e.stamp);
@@ -215,7 +215,6 @@ pub fn run(
         };
         m.routes.insert(c.hash, entry);
     }
-    m.statuses = Some((statuses_arc.clone(), sources));
     m.reuse.patched = true;
     m.reuse.routes_compiled = compiled;
     m.reuse.routes_reused = routes - compiled;
@@ -228,7 +227,7 @@ pub fn run(
     });
     Some(StageOne {
         ir,
-        statuses: statuses_arc,
+        statuses,
         problems,
     })
 }

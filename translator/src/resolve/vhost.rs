@@ -86,6 +86,8 @@ struct ListenerMemo {
     sig: ListenerSig,
     routes: PtrMap<Cached>,
     sorted: Vec<Item>,
+    /// The routes of `sorted`, in its order: the virtual host's list, shared.
+    list: Arc<Vec<Arc<ir::Route>>>,
     build: u64,
     /// The call that last used the listener.
     stamp: u64,
@@ -163,7 +165,13 @@ impl VhostMemo {
         if built.items.is_empty() != removed.items.is_empty() {
             return None;
         }
-        if !patch(&mut lm.sorted, &[removed], std::slice::from_ref(&built)) {
+        let list = Arc::make_mut(&mut lm.list);
+        if !patch(
+            &mut lm.sorted,
+            list,
+            &[removed],
+            std::slice::from_ref(&built),
+        ) {
             self.listeners.remove(&sig.id);
             return None;
         }
@@ -175,7 +183,7 @@ impl VhostMemo {
             build: lm.build,
         };
         lm.routes.insert(Arc::as_ptr(new) as usize, cached);
-        Some(Arc::new(route_list(&lm.sorted)))
+        Some(lm.list.clone())
     }
 
     /// Drops a listener's memo: its next build starts over.
@@ -233,13 +241,13 @@ pub fn virtual_host(
                 .map(|(ri, hostnames)| Arc::new(entries(l, &routes[*ri], hostnames)))
                 .collect();
             let ordered = route_list(&sort_entries(&per_route));
-            (per_route, ordered)
+            (per_route, Arc::new(ordered))
         }
     };
     let vh = VirtualHost {
         name: sig.id,
         domains: vec![domain],
-        routes: Arc::new(ordered),
+        routes: ordered,
     };
     let used = placed
         .iter()
@@ -274,7 +282,7 @@ fn memoised(
     placed: &[(usize, Vec<String>)],
     sig: &ListenerSig,
     m: &mut VhostMemo,
-) -> (Vec<Arc<RouteEntries>>, Vec<Arc<ir::Route>>) {
+) -> (Vec<Arc<RouteEntries>>, Arc<Vec<Arc<ir::Route>>>) {
     let stamp = m.stamp;
     let lm = m
         .listeners
@@ -283,6 +291,7 @@ fn memoised(
             sig: sig.clone(),
             routes: PtrMap::default(),
             sorted: Vec::new(),
+            list: Arc::default(),
             build: 0,
             stamp,
         });
@@ -290,6 +299,7 @@ fn memoised(
         lm.sig = sig.clone();
         lm.routes.clear();
         lm.sorted.clear();
+        lm.list = Arc::default();
     }
     lm.stamp = stamp;
     lm.build += 1;
@@ -337,18 +347,32 @@ fn memoised(
     });
     // Patching moves the tail of the list per entry: worth it for a few routes.
     let changed: usize = added.iter().chain(&removed).map(|e| e.items.len()).sum();
-    if !(build > 1 && changed <= lm.sorted.len() / 8 + 8 && patch(&mut lm.sorted, &removed, &added))
+    // Nothing changed: the same list (no copy, and stage two knows it by its pointer).
+    if changed == 0 && build > 1 {
+        return (per_route, lm.list.clone());
+    }
+    if !(build > 1
+        && changed <= lm.sorted.len() / 8 + 8
+        && patch(
+            &mut lm.sorted,
+            Arc::make_mut(&mut lm.list),
+            &removed,
+            &added,
+        ))
     {
         lm.sorted = sort_entries(&per_route);
+        lm.list = Arc::new(route_list(&lm.sorted));
     }
-    (per_route, route_list(&lm.sorted))
+    (per_route, lm.list.clone())
 }
 
-/// Removes the entries of `removed` from the sorted list and inserts those of `added`.
+/// Removes the entries of `removed` from the sorted list and inserts those of `added`, and
+/// the same routes at the same places in `list` (the routes of `sorted`, in order).
 /// False (the list is then unusable) where precedence cannot place an entry: two routes
 /// with the same key (duplicate objects) tie, and only a full sort orders them.
 fn patch(
     sorted: &mut Vec<Item>,
+    list: &mut Vec<Arc<ir::Route>>,
     removed: &[Arc<RouteEntries>],
     added: &[Arc<RouteEntries>],
 ) -> bool {
@@ -361,6 +385,7 @@ fn patch(
             match sorted.binary_search_by(|x| precedence(x, &item)) {
                 Ok(at) if Arc::ptr_eq(&sorted[at].entries, e) => {
                     sorted.remove(at);
+                    list.remove(at);
                 }
                 _ => return false,
             }
@@ -379,6 +404,7 @@ fn patch(
             {
                 return false;
             }
+            list.insert(at, e.items[index].3.clone());
             sorted.insert(at, item);
         }
     }

@@ -80,6 +80,9 @@ pub struct Memo {
     fleets: HashMap<ObjectKey, FleetClusters>,
     /// Each fleet's last output, with the call that made it.
     configs: HashMap<ObjectKey, (u64, FleetConfig)>,
+    /// Port origin lists found sorted, by the last call and this one: a list that is the
+    /// same `Arc` is not checked again (thousands of key comparisons).
+    sorted_origins: [Vec<Arc<Vec<ObjectKey>>>; 2],
     stamp: u64,
     routes: rds::RdsMemo,
     origins: origins::OriginsMemo,
@@ -105,6 +108,7 @@ impl Memo {
         let stamp = self.stamp;
         self.fleets.retain(|_, f| f.stamp == stamp);
         self.configs.retain(|_, c| c.0 == stamp);
+        self.sorted_origins[0] = std::mem::take(&mut self.sorted_origins[1]);
         self.stamp += 1;
         self.routes.end();
         self.origins.end();
@@ -216,7 +220,15 @@ pub fn fleet_config_with(
         }
         listeners.push(Arc::new(l));
         // Stage one sorts them already; sorting a copy is the fallback.
-        let keys: Cow<'_, [ObjectKey]> = if port.origins.is_sorted() {
+        let known = memo.as_deref().is_some_and(|m| {
+            m.sorted_origins[0]
+                .iter()
+                .any(|o| Arc::ptr_eq(o, &port.origins))
+        });
+        let keys: Cow<'_, [ObjectKey]> = if known || port.origins.is_sorted() {
+            if let Some(m) = memo.as_deref_mut() {
+                m.sorted_origins[1].push(port.origins.clone());
+            }
             Cow::Borrowed(&port.origins[..])
         } else {
             let mut sorted = port.origins.to_vec();
