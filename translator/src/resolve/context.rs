@@ -105,11 +105,11 @@ impl<'a, T> Lookup<'a, T> {
         };
         if self.index.get().is_none() && self.scans.get() < SCANS {
             self.scans.set(self.scans.get() + 1);
-            return self
-                .list
-                .iter()
-                .rev()
-                .find(|o| names(o) == (namespace, name));
+            // Name first: in a long list most names differ, most namespaces do not.
+            return self.list.iter().rev().find(|o| {
+                let (ns, n) = names(o);
+                n == name && ns == namespace
+            });
         }
         let index = self
             .index

@@ -234,8 +234,10 @@ pub fn run(
 
 /// The one HTTPRoute or GRPCRoute with this key; None when absent or duplicated.
 fn only_object<'a>(resources: &'a Resources, key: &ObjectKey) -> Option<Source<'a>> {
+    // Name first: most names differ, most namespaces do not.
     let named = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        memo::meta_names(meta, true) == (key.namespace.as_str(), key.name.as_str())
+        let (ns, name) = memo::meta_names(meta, true);
+        name == key.name && ns == key.namespace
     };
     let mut found: Vec<Source> = match key.kind.as_str() {
         "HTTPRoute" => resources
