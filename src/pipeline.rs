@@ -1,8 +1,9 @@
 //! Resources -> translation, shared by the offline commands and `serve`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use portico_translator::render::PackCache;
+use portico_translator::render::{PackCache, SharedFleet};
 use portico_translator::{Feedback, Options, Problem, Resources, Translation, Translator};
 
 /// Translates, catching a translator panic so that a bug never takes down the server: the
@@ -21,6 +22,9 @@ pub fn translate(
 pub struct Incremental {
     translator: Translator,
     packs: PackCache,
+    /// Each fleet's last packed lists and the snapshot built from them: a list that is the
+    /// same `Arc` again gives the same resources, taken over by type (no insert per resource).
+    last: HashMap<String, (SharedFleet, portico_xds::Snapshot)>,
 }
 
 impl Incremental {
@@ -51,20 +55,34 @@ impl Incremental {
         translation: &Translation,
         cache: &portico_xds::Cache,
     ) -> BTreeMap<String, portico_xds::Snapshot> {
-        self.packs
-            .fleets_to_shared(&translation.fleets)
+        let packed = self.packs.fleets_to_shared(&translation.fleets);
+        let mut last = HashMap::with_capacity(packed.len());
+        let snapshots = packed
             .into_iter()
-            .map(|(fleet, resources)| {
+            .map(|(fleet, shared)| {
                 let mut snapshot = match cache.snapshot(&fleet) {
                     Some(previous) => portico_xds::Snapshot::reusing(&previous),
                     None => portico_xds::Snapshot::new(),
                 };
-                for r in &resources {
-                    snapshot.insert_shared(r.type_url, &r.name, r.any.clone());
+                let before = self.last.get(&fleet);
+                for (i, list) in shared.lists.iter().enumerate() {
+                    let type_url = SharedFleet::TYPES[i];
+                    if let Some((old, built)) = before
+                        && Arc::ptr_eq(&old.lists[i], list)
+                        && snapshot.keep_type(built, type_url)
+                    {
+                        continue;
+                    }
+                    for r in list.iter() {
+                        snapshot.insert_shared(r.type_url, &r.name, r.any.clone());
+                    }
                 }
+                last.insert(fleet.clone(), (shared, snapshot.clone()));
                 (fleet, snapshot)
             })
-            .collect()
+            .collect();
+        self.last = last;
+        snapshots
     }
 }
 

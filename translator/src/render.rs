@@ -277,6 +277,9 @@ pub struct SharedFleet {
 type ListIter<'a> = std::slice::Iter<'a, SharedResource>;
 
 impl SharedFleet {
+    /// The type URL of each list, in order.
+    pub const TYPES: [&'static str; 5] = [LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET];
+
     pub fn iter(&self) -> impl Iterator<Item = &SharedResource> {
         self.into_iter()
     }

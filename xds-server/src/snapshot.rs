@@ -124,6 +124,17 @@ impl Snapshot {
         self.put(type_url, resource);
     }
 
+    /// Takes `other`'s resources of one type as they are (the same shared map and version),
+    /// replacing any of that type inserted before: for a producer that knows they are what it
+    /// would insert again. False (nothing taken) when `other` has no resource of the type.
+    pub fn keep_type(&mut self, other: &Snapshot, type_url: &str) -> bool {
+        let Some(set) = other.types.get(type_url) else {
+            return false;
+        };
+        Arc::make_mut(&mut self.types).insert(type_url.to_string(), set.clone());
+        true
+    }
+
     fn put(&mut self, type_url: &str, resource: Resource) {
         let types = Arc::make_mut(&mut self.types);
         if !types.contains_key(type_url) {
@@ -395,6 +406,23 @@ mod tests {
         c.share_unchanged(&b);
         assert!(Arc::ptr_eq(&map(&c, CLUSTER), &map(&b, CLUSTER)));
         assert!(!Arc::ptr_eq(&map(&c, LISTENER), &map(&b, LISTENER)));
+    }
+
+    #[test]
+    fn keep_type_takes_the_same_map_and_version() {
+        let mut a = Snapshot::new();
+        a.insert(CLUSTER, "a", any(CLUSTER, b"1"));
+        a.insert(CLUSTER, "b", any(CLUSTER, b"2"));
+        let mut b = Snapshot::reusing(&a);
+        assert!(b.keep_type(&a, CLUSTER));
+        assert!(!b.keep_type(&a, "type.googleapis.com/none"));
+        let (ta, tb) = (&a.types[CLUSTER], &b.types[CLUSTER]);
+        assert!(Arc::ptr_eq(&ta.resources, &tb.resources));
+        assert_eq!(ta.version(), tb.version());
+        let mut fresh = Snapshot::new();
+        fresh.insert(CLUSTER, "a", any(CLUSTER, b"1"));
+        fresh.insert(CLUSTER, "b", any(CLUSTER, b"2"));
+        assert_eq!(fresh.types[CLUSTER].version(), tb.version());
     }
 
     #[test]
