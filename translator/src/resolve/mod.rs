@@ -113,27 +113,7 @@ pub fn run_with(
                 attachments_reused += 1;
                 a
             }
-            None => {
-                let mut outcomes = attach::attach(&ctx, &mut gateways, &sets, &route.head, true);
-                // Kept by the memo for every route: no spare capacity.
-                outcomes.shrink_to_fit();
-                for o in &mut outcomes {
-                    if let Ok(list) = &mut o.result {
-                        list.shrink_to_fit();
-                    }
-                }
-                let status = (!outcomes.is_empty()).then(|| {
-                    route_status(
-                        &route.head,
-                        &outcomes,
-                        &gateways,
-                        route.invalid.as_ref(),
-                        route.partially_invalid.as_ref(),
-                        route.unresolved.as_ref(),
-                    )
-                });
-                Arc::new(Attached { outcomes, status })
-            }
+            None => Arc::new(attach_route(&ctx, &mut gateways, &sets, route)),
         };
         attached_all.push(attached.clone());
         let outcomes = &attached.outcomes;
@@ -295,6 +275,35 @@ pub fn run_with(
         statuses,
         problems,
     }
+}
+
+/// A compiled HTTPRoute or GRPCRoute attached to its parents (counted on their listeners),
+/// with the status that follows; None status when no parentRef names a Portico parent.
+fn attach_route(
+    ctx: &Ctx,
+    gateways: &mut [gateway::GatewayModel],
+    sets: &[gateway::ListenerSetModel],
+    route: &rules::CompiledRoute,
+) -> Attached {
+    let mut outcomes = attach::attach(ctx, gateways, sets, &route.head, true);
+    // Kept by the memo for every route: no spare capacity.
+    outcomes.shrink_to_fit();
+    for o in &mut outcomes {
+        if let Ok(list) = &mut o.result {
+            list.shrink_to_fit();
+        }
+    }
+    let status = (!outcomes.is_empty()).then(|| {
+        route_status(
+            &route.head,
+            &outcomes,
+            gateways,
+            route.invalid.as_ref(),
+            route.partially_invalid.as_ref(),
+            route.unresolved.as_ref(),
+        )
+    });
+    Attached { outcomes, status }
 }
 
 /// Fleet -> the messages of Envoy's rejections, joined (Gateway status reports them).

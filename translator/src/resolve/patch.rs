@@ -15,14 +15,13 @@ use std::sync::Arc;
 use crate::input::{ObjectKey, Resources};
 use crate::ir::{Ir, PortProtocol};
 use crate::problem::Problem;
-use crate::resolve::attach::{self, ParentOutcome};
+use crate::resolve::attach::ParentOutcome;
 use crate::resolve::build::listener_id;
 use crate::resolve::context::Ctx;
 use crate::resolve::gateway::{self, GatewayModel};
 use crate::resolve::memo::{self, Attached, Generations, Memo, RouteMemo};
 use crate::resolve::routes::{self, RouteWork, Source};
-use crate::resolve::statuses::route_status;
-use crate::resolve::{StageOne, backend_tls, rejected_messages, report_http_route};
+use crate::resolve::{StageOne, attach_route, backend_tls, rejected_messages, report_http_route};
 use crate::status::ObjectStatus;
 use crate::{Feedback, Options};
 
@@ -98,21 +97,11 @@ pub fn run(
         {
             return None;
         }
-        let outcomes = attach::attach(&ctx, &mut gateways, &sets, &new.head, true);
-        if !same_outcomes(&outcomes, &old_attached.outcomes) {
+        let attached = attach_route(&ctx, &mut gateways, &sets, new);
+        if !same_outcomes(&attached.outcomes, &old_attached.outcomes) {
             return None;
         }
-        let status = (!outcomes.is_empty()).then(|| {
-            route_status(
-                &new.head,
-                &outcomes,
-                &gateways,
-                new.invalid.as_ref(),
-                new.partially_invalid.as_ref(),
-                new.unresolved.as_ref(),
-            )
-        });
-        let status_at = match &status {
+        let status_at = match &attached.status {
             Some(_) => Some(status_index(statuses, &key)?),
             None => None,
         };
@@ -123,8 +112,8 @@ pub fn run(
         }) {
             return None;
         }
-        if status.is_some() {
-            report_http_route(&mut ctx, new, &outcomes);
+        if attached.status.is_some() {
+            report_http_route(&mut ctx, new, &attached.outcomes);
         }
         let mut problems = std::mem::take(&mut ctx.problems);
         problems.sort();
@@ -134,7 +123,7 @@ pub fn run(
             hash,
             old_compiled: old.compiled.clone(),
             work,
-            attached: Arc::new(Attached { outcomes, status }),
+            attached: Arc::new(attached),
             status_at,
             problems,
         });
