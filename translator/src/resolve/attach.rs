@@ -34,24 +34,31 @@ pub struct ParentOutcome {
 }
 
 impl ParentOutcome {
-    /// parentRef as written in route status: group and kind defaulted, namespace when given
-    /// or different from the route's.
-    pub fn status_ref(&self, route_ns: &str, parent_ns: &str) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "group": self.parent_ref.group.clone().unwrap_or_else(|| GATEWAY_GROUP.into()),
-            "kind": self.parent_ref.kind.clone().unwrap_or_else(|| "Gateway".into()),
-            "name": self.parent_ref.name,
-        });
-        if self.parent_ref.namespace.is_some() || parent_ns != route_ns {
-            v["namespace"] = serde_json::json!(parent_ns);
+    /// Appends the parentRef as written in route status (compact JSON, keys sorted as
+    /// serde_json sorts them): group and kind defaulted, namespace when given or different
+    /// from the route's.
+    pub fn write_status_ref(&self, out: &mut String, route_ns: &str, parent_ns: &str) {
+        use crate::status::json_str;
+        let pr = &self.parent_ref;
+        out.push_str("{\"group\":");
+        json_str(out, pr.group.as_deref().unwrap_or(GATEWAY_GROUP));
+        out.push_str(",\"kind\":");
+        json_str(out, pr.kind.as_deref().unwrap_or("Gateway"));
+        out.push_str(",\"name\":");
+        json_str(out, &pr.name);
+        if pr.namespace.is_some() || parent_ns != route_ns {
+            out.push_str(",\"namespace\":");
+            json_str(out, parent_ns);
         }
-        if let Some(s) = &self.parent_ref.section_name {
-            v["sectionName"] = serde_json::json!(s);
+        if let Some(p) = pr.port {
+            use std::fmt::Write;
+            let _ = write!(out, ",\"port\":{p}");
         }
-        if let Some(p) = self.parent_ref.port {
-            v["port"] = serde_json::json!(p);
+        if let Some(s) = &pr.section_name {
+            out.push_str(",\"sectionName\":");
+            json_str(out, s);
         }
-        v
+        out.push('}');
     }
 }
 
