@@ -69,7 +69,7 @@ pub fn compile_http(
     route: &HttpRoute,
     clusters: &mut crate::resolve::backends::ClusterMap,
 ) -> CompiledRoute {
-    let mut spec: HttpRouteSpec = convert(&route.spec);
+    let mut spec: HttpRouteSpec = crate::resolve::model::http_route_spec(&route.spec);
     let mut out = CompiledRoute::new(head(
         "HTTPRoute",
         &route.metadata,
