@@ -120,9 +120,9 @@ pub fn resolve(
     clusters: &mut ClusterMap,
 ) -> Result<Resolved, RefError> {
     let (from_kind, from_ns) = from;
-    let group = r.group.clone().unwrap_or_default();
-    let kind = r.kind.clone().unwrap_or_else(|| "Service".into());
-    let ns = r.namespace.clone().unwrap_or_else(|| from_ns.to_string());
+    let group = r.group.as_deref().unwrap_or_default();
+    let kind = r.kind.as_deref().unwrap_or("Service");
+    let ns = r.namespace.as_deref().unwrap_or(from_ns);
     let is_service = group.is_empty() && kind == "Service";
     let is_backend = group == backend_kind::GROUP && kind == backend_kind::KIND;
     if !is_service && !is_backend {
@@ -133,7 +133,7 @@ pub fn resolve(
     }
     if !ctx.ref_allowed(
         (GATEWAY_GROUP, from_kind, from_ns),
-        (&group, &kind, &ns, &r.name),
+        (group, kind, ns, &r.name),
     ) {
         return Err(RefError::new(
             "RefNotPermitted",
@@ -144,10 +144,10 @@ pub fn resolve(
         ));
     }
     if is_backend {
-        return portico_backend(ctx, &ns, r, traffic, clusters);
+        return portico_backend(ctx, ns, r, traffic, clusters);
     }
-    ctx.note_lookup("Service", &ns, &r.name);
-    let Some(svc) = ctx.service(&ns, &r.name) else {
+    ctx.note_lookup("Service", ns, &r.name);
+    let Some(svc) = ctx.service(ns, &r.name) else {
         return Err(RefError::new(
             "BackendNotFound",
             format!("Service {ns}/{} does not exist", r.name),
@@ -159,14 +159,11 @@ pub fn resolve(
             format!("backendRef to Service {ns}/{} needs a port", r.name),
         ));
     };
-    let spec = svc.spec.clone().unwrap_or_default();
-    let svc_port = spec
-        .ports
-        .iter()
-        .flatten()
+    let spec = svc.spec.as_ref();
+    let svc_port = (spec.and_then(|s| s.ports.as_ref()).into_iter().flatten())
         .find(|p| p.port == port)
         .cloned();
-    let external = spec.type_.as_deref() == Some("ExternalName");
+    let external = spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName");
     let Some(svc_port) = svc_port.or_else(|| {
         external.then(|| ServicePort {
             port,
@@ -189,9 +186,11 @@ pub fn resolve(
     if traffic == Traffic::Stream {
         name.push_str("/tcp");
     }
-    let origins = vec![ObjectKey::new("Service", &ns, &r.name)];
+    let origins = vec![ObjectKey::new("Service", ns, &r.name)];
     let (discovery, mut slices) = if external {
-        let host = spec.external_name.clone().unwrap_or_default();
+        let host = spec
+            .and_then(|s| s.external_name.clone())
+            .unwrap_or_default();
         let endpoint = Endpoint::Socket {
             address: host,
             port: u16::try_from(port).unwrap_or(0),
@@ -202,10 +201,10 @@ pub fn resolve(
         let port_name = svc_port.name.clone().unwrap_or_default();
         (
             Discovery::Eds(Vec::new()),
-            Some((ns.clone(), r.name.clone(), port_name, true)),
+            Some((ns.to_string(), r.name.clone(), port_name, true)),
         )
     };
-    let policy = backend_tls::lookup(&ctx.tls_policies, &ns, &r.name, svc_port.name.as_deref());
+    let policy = backend_tls::lookup(&ctx.tls_policies, ns, &r.name, svc_port.name.as_deref());
     let (tls, discovery) = match policy.map(|(_, p)| &p.result) {
         Some(Ok(tls)) => (Some(tls.clone()), discovery),
         // An invalid policy never falls back to plaintext: no endpoints, Envoy answers 503.

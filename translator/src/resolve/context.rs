@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, OnceCell};
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -78,7 +79,22 @@ struct Lookup<'a, T> {
     list: &'a [T],
     meta: fn(&T) -> &ObjectMeta,
     scans: Cell<usize>,
-    index: OnceCell<HashMap<(&'a str, &'a str), &'a T>>,
+    index: OnceCell<HashMap<(&'a str, &'a str), &'a T, BuildHasherDefault<NameHasher>>>,
+}
+
+/// xxh3 for (namespace, name) keys: every route looks its backends up here, and SipHash
+/// cost more than the rest of the lookup.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
 }
 
 /// Lookups answered by scanning before the index is built.

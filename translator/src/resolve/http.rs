@@ -76,6 +76,8 @@ pub fn compile_http(
         std::mem::take(&mut spec.parent_refs),
         std::mem::take(&mut spec.hostnames),
     ));
+    // Exact capacities: the route is kept (`CompiledRoute::shrink`).
+    out.rules.reserve_exact(spec.rules.len());
     for (i, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         if rule.session_persistence.is_some() {
@@ -85,14 +87,17 @@ pub fn compile_http(
                 true,
             ));
         }
-        let mut matches = Vec::new();
+        let mut matches = Vec::with_capacity(rule.matches.len().max(1));
         for m in &rule.matches {
-            let path = m.path.clone().unwrap_or_default();
-            let value = path.value.clone().unwrap_or_else(|| "/".into());
-            let path = match path.type_.as_deref().unwrap_or("PathPrefix") {
-                "Exact" => PathMatch::Exact(value),
-                "RegularExpression" => PathMatch::Regex(value),
-                _ => PathMatch::Prefix(normalize_prefix(&value)),
+            let path = m.path.as_ref();
+            let value = path.and_then(|p| p.value.as_deref()).unwrap_or("/");
+            let path = match path
+                .and_then(|p| p.type_.as_deref())
+                .unwrap_or("PathPrefix")
+            {
+                "Exact" => PathMatch::Exact(value.to_string()),
+                "RegularExpression" => PathMatch::Regex(value.to_string()),
+                _ => PathMatch::Prefix(normalize_prefix(value)),
             };
             let m = RouteMatch {
                 path,
