@@ -311,7 +311,12 @@ fn portico_backend(
             }
         }
     }
-    let mut name = format!("backend:{ns}/{}", r.name);
+    // Pushed rather than formatted: one exact allocation per route.
+    let mut name = String::with_capacity(16 + ns.len() + r.name.len());
+    name.push_str("backend:");
+    name.push_str(ns);
+    name.push('/');
+    name.push_str(&r.name);
     if backend
         .spec
         .endpoints
@@ -319,7 +324,8 @@ fn portico_backend(
         .any(|e| e.port.is_none() && e.unix.is_none())
         && let Some(p) = ref_port
     {
-        name = format!("{name}/{p}");
+        use std::fmt::Write;
+        let _ = write!(name, "/{p}");
     }
     if traffic == Traffic::Grpc
         && protocol_of(backend.spec.app_protocol.as_deref(), Traffic::Http).0

@@ -148,7 +148,7 @@ pub fn compile_http(
             }
         }
         if let Some(r) = &rule.retry {
-            action.retry = Some(crate::ir::Retry {
+            action.retry = Some(Box::new(crate::ir::Retry {
                 attempts: r.attempts.unwrap_or(1).max(0) as u32,
                 codes: r
                     .codes
@@ -161,7 +161,7 @@ pub fn compile_http(
                     .as_ref()
                     .and_then(|t| t.backend_request.as_deref())
                     .and_then(duration_ms),
-            });
+            }));
         }
         out.rules.push(CompiledRule {
             label: rule_label(i, &rule.name),

@@ -51,6 +51,10 @@ pub fn http_route_spec(
 }
 
 fn http_rule(r: &gateway_api::apis::experimental::httproutes::HttpRouteRules) -> HttpRule {
+    // Spelled as serde spells them (the test against `convert` checks it).
+    use gateway_api::apis::experimental::httproutes::{
+        HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
+    };
     HttpRule {
         name: r.name.clone(),
         matches: r
@@ -59,12 +63,25 @@ fn http_rule(r: &gateway_api::apis::experimental::httproutes::HttpRouteRules) ->
             .flatten()
             .map(|m| HttpMatch {
                 path: m.path.as_ref().map(|p| PathMatchSpec {
-                    type_: p.r#type.as_ref().map(unit_name),
+                    type_: p.r#type.as_ref().map(|t| {
+                        match t {
+                            PathType::Exact => "Exact",
+                            PathType::PathPrefix => "PathPrefix",
+                            PathType::RegularExpression => "RegularExpression",
+                        }
+                        .to_string()
+                    }),
                     value: p.value.clone(),
                 }),
                 headers: (m.headers.iter().flatten())
                     .map(|h| ValueMatchSpec {
-                        type_: h.r#type.as_ref().map(unit_name),
+                        type_: h.r#type.as_ref().map(|t| {
+                            match t {
+                                HeaderType::Exact => "Exact",
+                                HeaderType::RegularExpression => "RegularExpression",
+                            }
+                            .to_string()
+                        }),
                         name: h.name.clone(),
                         value: h.value.clone(),
                     })

@@ -17,9 +17,10 @@ pub struct RuleAction {
     pub request_headers: HeaderMods,
     pub response_headers: HeaderMods,
     pub mirrors: Vec<Mirror>,
-    pub cors: Option<Cors>,
+    /// Boxed like `ir::Route`'s, which copies them.
+    pub cors: Option<Box<Cors>>,
     pub timeout_ms: Option<u64>,
-    pub retry: Option<Retry>,
+    pub retry: Option<Box<Retry>>,
 }
 
 #[derive(Clone, Debug)]
@@ -205,14 +206,14 @@ fn action(
             }
             "CORS" if traffic == Traffic::Http => {
                 let c = f.cors.clone().unwrap_or_default();
-                out.cors = Some(Cors {
+                out.cors = Some(Box::new(Cors {
                     allow_origins: c.allow_origins,
                     allow_methods: c.allow_methods,
                     allow_headers: c.allow_headers,
                     expose_headers: c.expose_headers,
                     allow_credentials: c.allow_credentials.unwrap_or(false),
                     max_age: c.max_age.map(i64::from),
-                });
+                }));
             }
             "ExtensionRef" => {
                 let name = f
