@@ -18,9 +18,10 @@ pub struct ObjectStatus {
 
 /// An object's `status` as compact JSON text (what `Value::to_string` gives): a few hundred
 /// bytes where the `Value` tree took kilobytes, and shared (`Arc`) between the memo and the
-/// status lists. Parsed only when a caller needs the tree.
+/// status lists. An `Arc<String>`, not `Arc<str>`: text written into a `String` is kept
+/// without copying it. Parsed only when a caller needs the tree.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct StatusJson(Arc<str>);
+pub struct StatusJson(Arc<String>);
 
 impl StatusJson {
     /// The compact JSON text.
@@ -39,13 +40,13 @@ impl StatusJson {
     /// Wraps text that is already compact JSON, written like `Value::to_string` writes it
     /// (keys sorted, as serde_json's map sorts them): see `json_str`.
     pub(crate) fn from_text(text: String) -> Self {
-        StatusJson(text.into())
+        StatusJson(Arc::new(text))
     }
 }
 
 impl From<Value> for StatusJson {
     fn from(value: Value) -> Self {
-        StatusJson(value.to_string().into())
+        StatusJson(Arc::new(value.to_string()))
     }
 }
 
@@ -123,6 +124,12 @@ impl Condition {
 /// directly matches `Value::to_string` byte for byte).
 pub(crate) fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Most strings need no escape: copied whole.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape = match b {

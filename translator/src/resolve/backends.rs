@@ -38,7 +38,8 @@ pub struct Resolved {
 /// so that compiled routes stay valid while endpoints churn (`finish` adds them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterEntry {
-    pub cluster: Cluster,
+    /// Shared: a cluster without EndpointSlices is finished as it is.
+    pub cluster: Arc<Cluster>,
     /// A Service cluster's EndpointSlices: (namespace, service, port name, whether their
     /// endpoints are used; an invalid BackendTLSPolicy keeps only the origins).
     pub slices: Option<(String, String, String, bool)>,
@@ -47,12 +48,13 @@ pub struct ClusterEntry {
 /// Clusters by name, as compilation produces them.
 pub type ClusterMap = BTreeMap<String, Arc<ClusterEntry>>;
 
-/// Adds the EndpointSlices' endpoints and origins to a compiled cluster.
-pub fn finish(ctx: &Ctx, entry: &ClusterEntry) -> Cluster {
-    let mut cluster = entry.cluster.clone();
+/// Adds the EndpointSlices' endpoints and origins to a compiled cluster (one without
+/// slices is already finished: the same `Arc`).
+pub fn finish(ctx: &Ctx, entry: &ClusterEntry) -> Arc<Cluster> {
     let Some((ns, service, port_name, use_endpoints)) = &entry.slices else {
-        return cluster;
+        return entry.cluster.clone();
     };
+    let mut cluster = Cluster::clone(&entry.cluster);
     let mut endpoints = Vec::new();
     let mut slice_origins = Vec::new();
     for slice in ctx
@@ -99,7 +101,7 @@ pub fn finish(ctx: &Ctx, entry: &ClusterEntry) -> Cluster {
         endpoints.dedup();
         cluster.discovery = Discovery::Eds(endpoints);
     }
-    cluster
+    Arc::new(cluster)
 }
 
 /// What kind of traffic the referring route carries.
@@ -242,9 +244,12 @@ fn add_cluster(
     cluster: Cluster,
     slices: Option<(String, String, String, bool)>,
 ) {
-    clusters
-        .entry(cluster.name.clone())
-        .or_insert_with(|| Arc::new(ClusterEntry { cluster, slices }));
+    clusters.entry(cluster.name.clone()).or_insert_with(|| {
+        Arc::new(ClusterEntry {
+            cluster: Arc::new(cluster),
+            slices,
+        })
+    });
 }
 
 /// Upstream protocol from an appProtocol, and whether WebSocket upgrades go through.

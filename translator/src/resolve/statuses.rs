@@ -23,7 +23,7 @@ pub fn route_status(
     unresolved: Option<&RefError>,
 ) -> ObjectStatus {
     let route_ns = head.key.namespace.as_str();
-    let mut out = String::with_capacity(200 + 600 * outcomes.len());
+    let mut out = String::with_capacity(16 + 512 * outcomes.len());
     out.push_str("{\"parents\":[");
     for (i, o) in outcomes.iter().enumerate() {
         let _ = &gateways[o.gateway];
