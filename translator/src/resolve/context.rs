@@ -78,6 +78,7 @@ fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 struct Lookup<'a, T> {
     list: &'a [T],
     meta: fn(&T) -> &ObjectMeta,
+    /// Objects visited by scans so far.
     scans: Cell<usize>,
     index: OnceCell<HashMap<(&'a str, &'a str), &'a T, BuildHasherDefault<NameHasher>>>,
 }
@@ -97,8 +98,9 @@ impl Hasher for NameHasher {
     }
 }
 
-/// Lookups answered by scanning before the index is built.
-const SCANS: usize = 8;
+/// Objects visited by scans, as a multiple of the list's length, before the index is built:
+/// about what building the index costs.
+const SCAN_BUDGET: usize = 2;
 
 impl<'a, T> Lookup<'a, T> {
     fn new(list: &'a [T], meta: fn(&T) -> &ObjectMeta) -> Self {
@@ -119,13 +121,14 @@ impl<'a, T> Lookup<'a, T> {
                 meta.name.as_deref().unwrap_or_default(),
             )
         };
-        if self.index.get().is_none() && self.scans.get() < SCANS {
-            self.scans.set(self.scans.get() + 1);
-            return self
+        if self.index.get().is_none() && self.scans.get() < SCAN_BUDGET * self.list.len() {
+            let found = self
                 .list
                 .iter()
-                .rev()
-                .find(|o| names(o) == (namespace, name));
+                .rposition(|o| names(o) == (namespace, name));
+            let visited = found.map_or(self.list.len(), |i| self.list.len() - i);
+            self.scans.set(self.scans.get() + visited);
+            return found.and_then(|i| self.list.get(i));
         }
         let index = self
             .index
