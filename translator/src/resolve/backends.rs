@@ -288,7 +288,7 @@ fn portico_backend(
     };
     let (protocol, websocket) = protocol_of(backend.spec.app_protocol.as_deref(), traffic);
     let ref_port = r.port.and_then(|p| u16::try_from(p).ok());
-    let mut endpoints = Vec::new();
+    let mut endpoints = Vec::with_capacity(backend.spec.endpoints.len());
     let mut dns = false;
     for (i, ep) in backend.spec.endpoints.iter().enumerate() {
         let port = ep.port.or(ref_port);
