@@ -9,7 +9,7 @@ use crate::resolve::attach::RouteHead;
 use crate::resolve::backends::Traffic;
 use crate::resolve::context::Ctx;
 use crate::resolve::model::{GrpcRouteSpec, HttpRouteSpec, ValueMatchSpec, convert};
-use crate::resolve::rules::{CompiledRoute, CompiledRule, build_action, duration_ms};
+use crate::resolve::rules::{CompiledRoute, CompiledRule, RuleField, build_action, duration_ms};
 use crate::resolve::validate;
 
 fn head(
@@ -79,7 +79,7 @@ pub fn compile_http(
     // Exact capacities: the route is kept (`CompiledRoute::shrink`).
     out.rules.reserve_exact(spec.rules.len());
     for (i, rule) in spec.rules.iter().enumerate() {
-        let field = format!("spec.rules[{i}]");
+        let field = RuleField(i);
         if rule.session_persistence.is_some() {
             out.notes.push((
                 format!("{field}.sessionPersistence"),
@@ -106,10 +106,10 @@ pub fn compile_http(
                 method: m.method.clone(),
                 grpc: false,
             };
-            keep_valid(&mut out, &field, m, &mut matches);
+            keep_valid(&mut out, field, m, &mut matches);
         }
         if !rule.matches.is_empty() && matches.is_empty() {
-            out.dropped_rules.push(field);
+            out.dropped_rules.push(field.to_string());
             continue;
         }
         if matches.is_empty() {
@@ -118,7 +118,7 @@ pub fn compile_http(
         let mut action = build_action(
             ctx,
             &mut out,
-            &field,
+            field,
             &rule.filters,
             &rule.backend_refs,
             Traffic::Http,
@@ -196,7 +196,7 @@ pub fn compile_grpc(
         std::mem::take(&mut spec.hostnames),
     ));
     for (i, rule) in spec.rules.iter().enumerate() {
-        let field = format!("spec.rules[{i}]");
+        let field = RuleField(i);
         let mut matches = Vec::new();
         for m in &rule.matches {
             let method = m.method.clone().unwrap_or_default();
@@ -221,10 +221,10 @@ pub fn compile_grpc(
                 method: None,
                 grpc: false,
             };
-            keep_valid(&mut out, &field, m, &mut matches);
+            keep_valid(&mut out, field, m, &mut matches);
         }
         if !rule.matches.is_empty() && matches.is_empty() {
-            out.dropped_rules.push(field);
+            out.dropped_rules.push(field.to_string());
             continue;
         }
         if matches.is_empty() {
@@ -233,7 +233,7 @@ pub fn compile_grpc(
         let action = build_action(
             ctx,
             &mut out,
-            &field,
+            field,
             &rule.filters,
             &rule.backend_refs,
             Traffic::Grpc,
@@ -264,7 +264,7 @@ pub fn regex_escape(s: &str) -> String {
 /// keeps working). `rule_field` is the rule's field path; the match's is built only when needed.
 fn keep_valid(
     route: &mut CompiledRoute,
-    rule_field: &str,
+    rule_field: RuleField,
     m: RouteMatch,
     matches: &mut Vec<RouteMatch>,
 ) {

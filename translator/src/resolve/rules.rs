@@ -10,6 +10,17 @@ use crate::resolve::backends::{self, RefError, Traffic};
 use crate::resolve::context::Ctx;
 use crate::resolve::model::{BackendRef, Filter, HeaderModifier};
 
+/// A rule's field path, `spec.rules[<index>]`: written out only when a note or a dropped
+/// rule names it (most rules have neither).
+#[derive(Clone, Copy, Debug)]
+pub struct RuleField(pub usize);
+
+impl std::fmt::Display for RuleField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "spec.rules[{}]", self.0)
+    }
+}
+
 /// Everything about a rule except where it matches.
 #[derive(Clone, Debug)]
 pub struct RuleAction {
@@ -108,7 +119,7 @@ pub fn header_mods(m: &HeaderModifier) -> HeaderMods {
 pub fn build_action(
     ctx: &Ctx,
     route: &mut CompiledRoute,
-    field: &str,
+    field: RuleField,
     filters: &[Filter],
     backend_refs: &[BackendRef],
     traffic: Traffic,
@@ -143,7 +154,7 @@ fn action(
     ctx: &Ctx,
     route: &mut CompiledRoute,
     from: (&str, &str),
-    field: &str,
+    field: RuleField,
     filters: &[Filter],
     backend_refs: &[BackendRef],
     traffic: Traffic,
