@@ -141,13 +141,14 @@ pub struct Route {
     pub response_headers: HeaderMods,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    /// Boxed, as `retry`: rarely set, and every route is built and moved per listener.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
     /// Whole-request timeout in milliseconds (0 = disabled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry: Option<Retry>,
+    pub retry: Option<Box<Retry>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -34,24 +34,31 @@ pub struct ParentOutcome {
 }
 
 impl ParentOutcome {
-    /// parentRef as written in route status: group and kind defaulted, namespace when given
-    /// or different from the route's.
-    pub fn status_ref(&self, route_ns: &str, parent_ns: &str) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "group": self.parent_ref.group.clone().unwrap_or_else(|| GATEWAY_GROUP.into()),
-            "kind": self.parent_ref.kind.clone().unwrap_or_else(|| "Gateway".into()),
-            "name": self.parent_ref.name,
-        });
-        if self.parent_ref.namespace.is_some() || parent_ns != route_ns {
-            v["namespace"] = serde_json::json!(parent_ns);
+    /// Appends the parentRef as written in route status (compact JSON, keys sorted as
+    /// serde_json sorts them): group and kind defaulted, namespace when given or different
+    /// from the route's.
+    pub fn write_status_ref(&self, out: &mut String, route_ns: &str, parent_ns: &str) {
+        use crate::status::json_str;
+        let pr = &self.parent_ref;
+        out.push_str("{\"group\":");
+        json_str(out, pr.group.as_deref().unwrap_or(GATEWAY_GROUP));
+        out.push_str(",\"kind\":");
+        json_str(out, pr.kind.as_deref().unwrap_or("Gateway"));
+        out.push_str(",\"name\":");
+        json_str(out, &pr.name);
+        if pr.namespace.is_some() || parent_ns != route_ns {
+            out.push_str(",\"namespace\":");
+            json_str(out, parent_ns);
         }
-        if let Some(s) = &self.parent_ref.section_name {
-            v["sectionName"] = serde_json::json!(s);
+        if let Some(p) = pr.port {
+            use std::fmt::Write;
+            let _ = write!(out, ",\"port\":{p}");
         }
-        if let Some(p) = self.parent_ref.port {
-            v["port"] = serde_json::json!(p);
+        if let Some(s) = &pr.section_name {
+            out.push_str(",\"sectionName\":");
+            json_str(out, s);
         }
-        v
+        out.push('}');
     }
 }
 
@@ -128,58 +135,41 @@ fn attach_one(
     } else {
         "Gateway"
     };
-    let candidates: Vec<usize> = (0..gw.listeners.len())
-        .filter(|&i| {
-            let l = &gw.listeners[i];
-            l.owner.kind == owner_kind
-                && set.is_none_or(|s| {
-                    l.owner.name == s.key.name && l.owner.namespace == s.key.namespace
-                })
-                && pr.section_name.as_ref().is_none_or(|s| *s == l.spec.name)
-                && pr.port.is_none_or(|p| p == l.spec.port)
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err((
-            "NoMatchingParent".into(),
-            "no listener matches the parentRef's sectionName and port".into(),
-        ));
-    }
+    // One pass over the listeners (no lists of candidates): which error applies depends only
+    // on whether any listener matched the parentRef, was allowed, and took a hostname.
+    let (mut any_candidate, mut any_allowed) = (false, false);
     // Only Selector listeners need the labels: built at most once, and only then.
     let route_labels = std::cell::OnceCell::new();
-    let allowed: Vec<usize> = candidates
-        .into_iter()
-        .filter(|&i| {
-            let l = &gw.listeners[i];
-            let kind_ok = l.supported_kinds.iter().any(|k| k.kind == head.key.kind);
-            let ns = l
-                .spec
-                .allowed_routes
-                .as_ref()
-                .and_then(|a| a.namespaces.as_ref());
-            let ns_ok = match ns.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
-                "All" => true,
-                "Selector" => ns.and_then(|n| n.selector.as_ref()).is_some_and(|s| {
-                    s.matches(
-                        route_labels.get_or_init(|| ctx.namespace_labels(&head.key.namespace)),
-                    )
-                }),
-                _ => head.key.namespace == l.owner.namespace,
-            };
-            l.attachable() && kind_ok && ns_ok
-        })
-        .collect();
-    if allowed.is_empty() {
-        return Err((
-            "NotAllowedByListeners".into(),
-            "no listener of this parent allows this route".into(),
-        ));
-    }
     let mut attached = Vec::new();
-    for i in allowed {
-        let listener_host = gw.listeners[i].spec.hostname.clone();
+    for (i, l) in gw.listeners.iter().enumerate() {
+        let candidate = l.owner.kind == owner_kind
+            && set
+                .is_none_or(|s| l.owner.name == s.key.name && l.owner.namespace == s.key.namespace)
+            && pr.section_name.as_ref().is_none_or(|s| *s == l.spec.name)
+            && pr.port.is_none_or(|p| p == l.spec.port);
+        if !candidate {
+            continue;
+        }
+        any_candidate = true;
+        let kind_ok = l.supported_kinds.iter().any(|k| k.kind == head.key.kind);
+        let ns = l
+            .spec
+            .allowed_routes
+            .as_ref()
+            .and_then(|a| a.namespaces.as_ref());
+        let ns_ok = match ns.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
+            "All" => true,
+            "Selector" => ns.and_then(|n| n.selector.as_ref()).is_some_and(|s| {
+                s.matches(route_labels.get_or_init(|| ctx.namespace_labels(&head.key.namespace)))
+            }),
+            _ => head.key.namespace == l.owner.namespace,
+        };
+        if !(l.attachable() && kind_ok && ns_ok) {
+            continue;
+        }
+        any_allowed = true;
         let hostnames = if uses_hostnames {
-            match intersect(listener_host.as_deref(), &head.hostnames) {
+            match intersect(l.spec.hostname.as_deref(), &head.hostnames) {
                 Some(h) => h,
                 None => continue,
             }
@@ -191,6 +181,18 @@ fn attach_one(
             listener: i,
             hostnames,
         });
+    }
+    if !any_candidate {
+        return Err((
+            "NoMatchingParent".into(),
+            "no listener matches the parentRef's sectionName and port".into(),
+        ));
+    }
+    if !any_allowed {
+        return Err((
+            "NotAllowedByListeners".into(),
+            "no listener of this parent allows this route".into(),
+        ));
     }
     if attached.is_empty() {
         return Err((

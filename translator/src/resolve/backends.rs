@@ -38,7 +38,8 @@ pub struct Resolved {
 /// so that compiled routes stay valid while endpoints churn (`finish` adds them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterEntry {
-    pub cluster: Cluster,
+    /// Shared: a cluster without EndpointSlices is finished as it is.
+    pub cluster: Arc<Cluster>,
     /// A Service cluster's EndpointSlices: (namespace, service, port name, whether their
     /// endpoints are used; an invalid BackendTLSPolicy keeps only the origins).
     pub slices: Option<(String, String, String, bool)>,
@@ -47,12 +48,13 @@ pub struct ClusterEntry {
 /// Clusters by name, as compilation produces them.
 pub type ClusterMap = BTreeMap<String, Arc<ClusterEntry>>;
 
-/// Adds the EndpointSlices' endpoints and origins to a compiled cluster.
-pub fn finish(ctx: &Ctx, entry: &ClusterEntry) -> Cluster {
-    let mut cluster = entry.cluster.clone();
+/// Adds the EndpointSlices' endpoints and origins to a compiled cluster (one without
+/// slices is already finished: the same `Arc`).
+pub fn finish(ctx: &Ctx, entry: &ClusterEntry) -> Arc<Cluster> {
     let Some((ns, service, port_name, use_endpoints)) = &entry.slices else {
-        return cluster;
+        return entry.cluster.clone();
     };
+    let mut cluster = Cluster::clone(&entry.cluster);
     let mut endpoints = Vec::new();
     let mut slice_origins = Vec::new();
     for slice in ctx
@@ -99,7 +101,7 @@ pub fn finish(ctx: &Ctx, entry: &ClusterEntry) -> Cluster {
         endpoints.dedup();
         cluster.discovery = Discovery::Eds(endpoints);
     }
-    cluster
+    Arc::new(cluster)
 }
 
 /// What kind of traffic the referring route carries.
@@ -120,9 +122,9 @@ pub fn resolve(
     clusters: &mut ClusterMap,
 ) -> Result<Resolved, RefError> {
     let (from_kind, from_ns) = from;
-    let group = r.group.clone().unwrap_or_default();
-    let kind = r.kind.clone().unwrap_or_else(|| "Service".into());
-    let ns = r.namespace.clone().unwrap_or_else(|| from_ns.to_string());
+    let group = r.group.as_deref().unwrap_or_default();
+    let kind = r.kind.as_deref().unwrap_or("Service");
+    let ns = r.namespace.as_deref().unwrap_or(from_ns);
     let is_service = group.is_empty() && kind == "Service";
     let is_backend = group == backend_kind::GROUP && kind == backend_kind::KIND;
     if !is_service && !is_backend {
@@ -133,7 +135,7 @@ pub fn resolve(
     }
     if !ctx.ref_allowed(
         (GATEWAY_GROUP, from_kind, from_ns),
-        (&group, &kind, &ns, &r.name),
+        (group, kind, ns, &r.name),
     ) {
         return Err(RefError::new(
             "RefNotPermitted",
@@ -144,10 +146,10 @@ pub fn resolve(
         ));
     }
     if is_backend {
-        return portico_backend(ctx, &ns, r, traffic, clusters);
+        return portico_backend(ctx, ns, r, traffic, clusters);
     }
-    ctx.note_lookup("Service", &ns, &r.name);
-    let Some(svc) = ctx.service(&ns, &r.name) else {
+    ctx.note_lookup("Service", ns, &r.name);
+    let Some(svc) = ctx.service(ns, &r.name) else {
         return Err(RefError::new(
             "BackendNotFound",
             format!("Service {ns}/{} does not exist", r.name),
@@ -159,14 +161,11 @@ pub fn resolve(
             format!("backendRef to Service {ns}/{} needs a port", r.name),
         ));
     };
-    let spec = svc.spec.clone().unwrap_or_default();
-    let svc_port = spec
-        .ports
-        .iter()
-        .flatten()
+    let spec = svc.spec.as_ref();
+    let svc_port = (spec.and_then(|s| s.ports.as_ref()).into_iter().flatten())
         .find(|p| p.port == port)
         .cloned();
-    let external = spec.type_.as_deref() == Some("ExternalName");
+    let external = spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName");
     let Some(svc_port) = svc_port.or_else(|| {
         external.then(|| ServicePort {
             port,
@@ -189,9 +188,11 @@ pub fn resolve(
     if traffic == Traffic::Stream {
         name.push_str("/tcp");
     }
-    let origins = vec![ObjectKey::new("Service", &ns, &r.name)];
+    let origins = vec![ObjectKey::new("Service", ns, &r.name)];
     let (discovery, mut slices) = if external {
-        let host = spec.external_name.clone().unwrap_or_default();
+        let host = spec
+            .and_then(|s| s.external_name.clone())
+            .unwrap_or_default();
         let endpoint = Endpoint::Socket {
             address: host,
             port: u16::try_from(port).unwrap_or(0),
@@ -202,10 +203,10 @@ pub fn resolve(
         let port_name = svc_port.name.clone().unwrap_or_default();
         (
             Discovery::Eds(Vec::new()),
-            Some((ns.clone(), r.name.clone(), port_name, true)),
+            Some((ns.to_string(), r.name.clone(), port_name, true)),
         )
     };
-    let policy = backend_tls::lookup(&ctx.tls_policies, &ns, &r.name, svc_port.name.as_deref());
+    let policy = backend_tls::lookup(&ctx.tls_policies, ns, &r.name, svc_port.name.as_deref());
     let (tls, discovery) = match policy.map(|(_, p)| &p.result) {
         Some(Ok(tls)) => (Some(tls.clone()), discovery),
         // An invalid policy never falls back to plaintext: no endpoints, Envoy answers 503.
@@ -243,9 +244,12 @@ fn add_cluster(
     cluster: Cluster,
     slices: Option<(String, String, String, bool)>,
 ) {
-    clusters
-        .entry(cluster.name.clone())
-        .or_insert_with(|| Arc::new(ClusterEntry { cluster, slices }));
+    clusters.entry(cluster.name.clone()).or_insert_with(|| {
+        Arc::new(ClusterEntry {
+            cluster: Arc::new(cluster),
+            slices,
+        })
+    });
 }
 
 /// Upstream protocol from an appProtocol, and whether WebSocket upgrades go through.
@@ -284,7 +288,7 @@ fn portico_backend(
     };
     let (protocol, websocket) = protocol_of(backend.spec.app_protocol.as_deref(), traffic);
     let ref_port = r.port.and_then(|p| u16::try_from(p).ok());
-    let mut endpoints = Vec::new();
+    let mut endpoints = Vec::with_capacity(backend.spec.endpoints.len());
     let mut dns = false;
     for (i, ep) in backend.spec.endpoints.iter().enumerate() {
         let port = ep.port.or(ref_port);
@@ -312,7 +316,12 @@ fn portico_backend(
             }
         }
     }
-    let mut name = format!("backend:{ns}/{}", r.name);
+    // Pushed rather than formatted: one exact allocation per route.
+    let mut name = String::with_capacity(16 + ns.len() + r.name.len());
+    name.push_str("backend:");
+    name.push_str(ns);
+    name.push('/');
+    name.push_str(&r.name);
     if backend
         .spec
         .endpoints
@@ -320,7 +329,8 @@ fn portico_backend(
         .any(|e| e.port.is_none() && e.unix.is_none())
         && let Some(p) = ref_port
     {
-        name = format!("{name}/{p}");
+        use std::fmt::Write;
+        let _ = write!(name, "/{p}");
     }
     if traffic == Traffic::Grpc
         && protocol_of(backend.spec.app_protocol.as_deref(), Traffic::Http).0

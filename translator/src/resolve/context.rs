@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, OnceCell};
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -77,12 +78,29 @@ fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
 struct Lookup<'a, T> {
     list: &'a [T],
     meta: fn(&T) -> &ObjectMeta,
+    /// Objects visited by scans so far.
     scans: Cell<usize>,
-    index: OnceCell<HashMap<(&'a str, &'a str), &'a T>>,
+    index: OnceCell<HashMap<(&'a str, &'a str), &'a T, BuildHasherDefault<NameHasher>>>,
 }
 
-/// Lookups answered by scanning before the index is built.
-const SCANS: usize = 8;
+/// xxh3 for (namespace, name) keys: every route looks its backends up here, and SipHash
+/// cost more than the rest of the lookup.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+}
+
+/// Objects visited by scans, as a multiple of the list's length, before the index is built:
+/// about what building the index costs.
+const SCAN_BUDGET: usize = 2;
 
 impl<'a, T> Lookup<'a, T> {
     fn new(list: &'a [T], meta: fn(&T) -> &ObjectMeta) -> Self {
@@ -103,13 +121,18 @@ impl<'a, T> Lookup<'a, T> {
                 meta.name.as_deref().unwrap_or_default(),
             )
         };
-        if self.index.get().is_none() && self.scans.get() < SCANS {
-            self.scans.set(self.scans.get() + 1);
-            // Name first: in a long list most names differ, most namespaces do not.
-            return self.list.iter().rev().find(|o| {
-                let (ns, n) = names(o);
-                n == name && ns == namespace
-            });
+        if self.index.get().is_none() && self.scans.get() < SCAN_BUDGET * self.list.len() {
+            let found = self
+                .list
+                .iter()
+                // Name first: in a long list most names differ, most namespaces do not.
+                .rposition(|o| {
+                    let (ns, n) = names(o);
+                    n == name && ns == namespace
+                });
+            let visited = found.map_or(self.list.len(), |i| self.list.len() - i);
+            self.scans.set(self.scans.get() + visited);
+            return found.and_then(|i| self.list.get(i));
         }
         let index = self
             .index

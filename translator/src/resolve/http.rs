@@ -9,7 +9,7 @@ use crate::resolve::attach::RouteHead;
 use crate::resolve::backends::Traffic;
 use crate::resolve::context::Ctx;
 use crate::resolve::model::{GrpcRouteSpec, HttpRouteSpec, ValueMatchSpec, convert};
-use crate::resolve::rules::{CompiledRoute, CompiledRule, build_action, duration_ms};
+use crate::resolve::rules::{CompiledRoute, CompiledRule, RuleField, build_action, duration_ms};
 use crate::resolve::validate;
 
 fn head(
@@ -69,15 +69,17 @@ pub fn compile_http(
     route: &HttpRoute,
     clusters: &mut crate::resolve::backends::ClusterMap,
 ) -> CompiledRoute {
-    let mut spec: HttpRouteSpec = convert(&route.spec);
+    let mut spec: HttpRouteSpec = crate::resolve::model::http_route_spec(&route.spec);
     let mut out = CompiledRoute::new(head(
         "HTTPRoute",
         &route.metadata,
         std::mem::take(&mut spec.parent_refs),
         std::mem::take(&mut spec.hostnames),
     ));
+    // Exact capacities: the route is kept (`CompiledRoute::shrink`).
+    out.rules.reserve_exact(spec.rules.len());
     for (i, rule) in spec.rules.iter().enumerate() {
-        let field = format!("spec.rules[{i}]");
+        let field = RuleField(i);
         if rule.session_persistence.is_some() {
             out.notes.push((
                 format!("{field}.sessionPersistence"),
@@ -85,14 +87,17 @@ pub fn compile_http(
                 true,
             ));
         }
-        let mut matches = Vec::new();
+        let mut matches = Vec::with_capacity(rule.matches.len().max(1));
         for m in &rule.matches {
-            let path = m.path.clone().unwrap_or_default();
-            let value = path.value.clone().unwrap_or_else(|| "/".into());
-            let path = match path.type_.as_deref().unwrap_or("PathPrefix") {
-                "Exact" => PathMatch::Exact(value),
-                "RegularExpression" => PathMatch::Regex(value),
-                _ => PathMatch::Prefix(normalize_prefix(&value)),
+            let path = m.path.as_ref();
+            let value = path.and_then(|p| p.value.as_deref()).unwrap_or("/");
+            let path = match path
+                .and_then(|p| p.type_.as_deref())
+                .unwrap_or("PathPrefix")
+            {
+                "Exact" => PathMatch::Exact(value.to_string()),
+                "RegularExpression" => PathMatch::Regex(value.to_string()),
+                _ => PathMatch::Prefix(normalize_prefix(value)),
             };
             let m = RouteMatch {
                 path,
@@ -101,10 +106,10 @@ pub fn compile_http(
                 method: m.method.clone(),
                 grpc: false,
             };
-            keep_valid(&mut out, &field, m, &mut matches);
+            keep_valid(&mut out, field, m, &mut matches);
         }
         if !rule.matches.is_empty() && matches.is_empty() {
-            out.dropped_rules.push(field);
+            out.dropped_rules.push(field.to_string());
             continue;
         }
         if matches.is_empty() {
@@ -113,7 +118,7 @@ pub fn compile_http(
         let mut action = build_action(
             ctx,
             &mut out,
-            &field,
+            field,
             &rule.filters,
             &rule.backend_refs,
             Traffic::Http,
@@ -143,7 +148,7 @@ pub fn compile_http(
             }
         }
         if let Some(r) = &rule.retry {
-            action.retry = Some(crate::ir::Retry {
+            action.retry = Some(Box::new(crate::ir::Retry {
                 attempts: r.attempts.unwrap_or(1).max(0) as u32,
                 codes: r
                     .codes
@@ -156,7 +161,7 @@ pub fn compile_http(
                     .as_ref()
                     .and_then(|t| t.backend_request.as_deref())
                     .and_then(duration_ms),
-            });
+            }));
         }
         out.rules.push(CompiledRule {
             label: rule_label(i, &rule.name),
@@ -191,7 +196,7 @@ pub fn compile_grpc(
         std::mem::take(&mut spec.hostnames),
     ));
     for (i, rule) in spec.rules.iter().enumerate() {
-        let field = format!("spec.rules[{i}]");
+        let field = RuleField(i);
         let mut matches = Vec::new();
         for m in &rule.matches {
             let method = m.method.clone().unwrap_or_default();
@@ -216,10 +221,10 @@ pub fn compile_grpc(
                 method: None,
                 grpc: false,
             };
-            keep_valid(&mut out, &field, m, &mut matches);
+            keep_valid(&mut out, field, m, &mut matches);
         }
         if !rule.matches.is_empty() && matches.is_empty() {
-            out.dropped_rules.push(field);
+            out.dropped_rules.push(field.to_string());
             continue;
         }
         if matches.is_empty() {
@@ -228,7 +233,7 @@ pub fn compile_grpc(
         let action = build_action(
             ctx,
             &mut out,
-            &field,
+            field,
             &rule.filters,
             &rule.backend_refs,
             Traffic::Grpc,
@@ -259,7 +264,7 @@ pub fn regex_escape(s: &str) -> String {
 /// keeps working). `rule_field` is the rule's field path; the match's is built only when needed.
 fn keep_valid(
     route: &mut CompiledRoute,
-    rule_field: &str,
+    rule_field: RuleField,
     m: RouteMatch,
     matches: &mut Vec<RouteMatch>,
 ) {

@@ -17,6 +17,109 @@ pub fn convert<T: Serialize, U: DeserializeOwned + Default>(value: &T) -> U {
         .unwrap_or_default()
 }
 
+/// A unit enum variant's serde name (`PathPrefix`, `GET`): what `convert` would write.
+fn unit_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// `convert(spec)`, field by field for what nearly every HTTPRoute has (parentRefs,
+/// hostnames, matches, backendRefs): the JSON round trip was most of a route's compile time.
+/// Filters, retry and session persistence still go through `convert` when present.
+pub fn http_route_spec(
+    spec: &gateway_api::apis::experimental::httproutes::HttpRouteSpec,
+) -> HttpRouteSpec {
+    HttpRouteSpec {
+        parent_refs: spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .map(|p| ParentRef {
+                group: p.group.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            })
+            .collect(),
+        hostnames: spec.hostnames.clone().unwrap_or_default(),
+        rules: spec.rules.iter().flatten().map(http_rule).collect(),
+    }
+}
+
+fn http_rule(r: &gateway_api::apis::experimental::httproutes::HttpRouteRules) -> HttpRule {
+    // Spelled as serde spells them (the test against `convert` checks it).
+    use gateway_api::apis::experimental::httproutes::{
+        HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
+    };
+    HttpRule {
+        name: r.name.clone(),
+        matches: r
+            .matches
+            .iter()
+            .flatten()
+            .map(|m| HttpMatch {
+                path: m.path.as_ref().map(|p| PathMatchSpec {
+                    type_: p.r#type.as_ref().map(|t| {
+                        match t {
+                            PathType::Exact => "Exact",
+                            PathType::PathPrefix => "PathPrefix",
+                            PathType::RegularExpression => "RegularExpression",
+                        }
+                        .to_string()
+                    }),
+                    value: p.value.clone(),
+                }),
+                headers: (m.headers.iter().flatten())
+                    .map(|h| ValueMatchSpec {
+                        type_: h.r#type.as_ref().map(|t| {
+                            match t {
+                                HeaderType::Exact => "Exact",
+                                HeaderType::RegularExpression => "RegularExpression",
+                            }
+                            .to_string()
+                        }),
+                        name: h.name.clone(),
+                        value: h.value.clone(),
+                    })
+                    .collect(),
+                query_params: (m.query_params.iter().flatten())
+                    .map(|q| ValueMatchSpec {
+                        type_: q.r#type.as_ref().map(unit_name),
+                        name: q.name.clone(),
+                        value: q.value.clone(),
+                    })
+                    .collect(),
+                method: m.method.as_ref().map(unit_name),
+            })
+            .collect(),
+        filters: r.filters.as_ref().map(convert).unwrap_or_default(),
+        backend_refs: r
+            .backend_refs
+            .iter()
+            .flatten()
+            .map(|b| BackendRef {
+                group: b.group.clone(),
+                kind: b.kind.clone(),
+                namespace: b.namespace.clone(),
+                name: b.name.clone(),
+                port: b.port,
+                weight: b.weight,
+                filters: b.filters.as_ref().map(convert).unwrap_or_default(),
+            })
+            .collect(),
+        timeouts: r.timeouts.as_ref().map(|t| Timeouts {
+            request: t.request.clone(),
+            backend_request: t.backend_request.clone(),
+        }),
+        retry: r.retry.as_ref().map(convert),
+        session_persistence: r.session_persistence.as_ref().map(convert),
+    }
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentRef {

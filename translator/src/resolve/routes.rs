@@ -173,7 +173,7 @@ pub fn finish_clusters(
         return Arc::new(
             clusters
                 .iter()
-                .map(|(name, e)| (name.clone(), Arc::new(backends::finish(ctx, e))))
+                .map(|(name, e)| (name.clone(), backends::finish(ctx, e)))
                 .collect(),
         );
     };
@@ -205,7 +205,7 @@ pub fn finish_clusters(
             None => {
                 m.reuse.clusters_finished += 1;
                 all_reused = false;
-                Arc::new(backends::finish(ctx, entry))
+                backends::finish(ctx, entry)
             }
         };
         finished.push((name, done));

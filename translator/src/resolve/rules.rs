@@ -10,6 +10,17 @@ use crate::resolve::backends::{self, RefError, Traffic};
 use crate::resolve::context::Ctx;
 use crate::resolve::model::{BackendRef, Filter, HeaderModifier};
 
+/// A rule's field path, `spec.rules[<index>]`: written out only when a note or a dropped
+/// rule names it (most rules have neither).
+#[derive(Clone, Copy, Debug)]
+pub struct RuleField(pub usize);
+
+impl std::fmt::Display for RuleField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "spec.rules[{}]", self.0)
+    }
+}
+
 /// Everything about a rule except where it matches.
 #[derive(Clone, Debug)]
 pub struct RuleAction {
@@ -17,9 +28,10 @@ pub struct RuleAction {
     pub request_headers: HeaderMods,
     pub response_headers: HeaderMods,
     pub mirrors: Vec<Mirror>,
-    pub cors: Option<Cors>,
+    /// Boxed like `ir::Route`'s, which copies them.
+    pub cors: Option<Box<Cors>>,
     pub timeout_ms: Option<u64>,
-    pub retry: Option<Retry>,
+    pub retry: Option<Box<Retry>>,
 }
 
 #[derive(Clone, Debug)]
@@ -107,7 +119,42 @@ pub fn header_mods(m: &HeaderModifier) -> HeaderMods {
 pub fn build_action(
     ctx: &Ctx,
     route: &mut CompiledRoute,
-    field: &str,
+    field: RuleField,
+    filters: &[Filter],
+    backend_refs: &[BackendRef],
+    traffic: Traffic,
+    clusters: &mut crate::resolve::backends::ClusterMap,
+) -> RuleAction {
+    // The route's key is lent out (instead of copying its kind and namespace per rule) while
+    // the rest of the route takes notes; empty strings do not allocate.
+    let empty = crate::input::ObjectKey {
+        kind: String::new(),
+        namespace: String::new(),
+        name: String::new(),
+    };
+    let key = std::mem::replace(&mut route.head.key, empty);
+    let from = (key.kind.as_str(), key.namespace.as_str());
+    let out = action(
+        ctx,
+        route,
+        from,
+        field,
+        filters,
+        backend_refs,
+        traffic,
+        clusters,
+    );
+    route.head.key = key;
+    out
+}
+
+/// `build_action` for a route of kind and namespace `from`.
+#[allow(clippy::too_many_arguments)]
+fn action(
+    ctx: &Ctx,
+    route: &mut CompiledRoute,
+    from: (&str, &str),
+    field: RuleField,
     filters: &[Filter],
     backend_refs: &[BackendRef],
     traffic: Traffic,
@@ -128,10 +175,6 @@ pub fn build_action(
     let mut redirect = None;
     let mut rewrite: Option<Rewrite> = None;
     let mut broken_filter = false;
-    let from = (
-        route.head.key.kind.clone(),
-        route.head.key.namespace.clone(),
-    );
     for (i, f) in filters.iter().enumerate() {
         let ffield = format!("{field}.filters[{i}]");
         match f.type_.as_str() {
@@ -169,19 +212,19 @@ pub fn build_action(
             }
             "RequestMirror" => {
                 let Some(m) = &f.request_mirror else { continue };
-                let mirror = resolve_mirror(ctx, route, &ffield, m, traffic, clusters);
+                let mirror = resolve_mirror(ctx, route, from, &ffield, m, traffic, clusters);
                 out.mirrors.extend(mirror);
             }
             "CORS" if traffic == Traffic::Http => {
                 let c = f.cors.clone().unwrap_or_default();
-                out.cors = Some(Cors {
+                out.cors = Some(Box::new(Cors {
                     allow_origins: c.allow_origins,
                     allow_methods: c.allow_methods,
                     allow_headers: c.allow_headers,
                     expose_headers: c.expose_headers,
                     allow_credentials: c.allow_credentials.unwrap_or(false),
                     max_age: c.max_age.map(i64::from),
-                });
+                }));
             }
             "ExtensionRef" => {
                 let name = f
@@ -234,12 +277,15 @@ pub fn build_action(
     }
     let mut forward = Forward {
         rewrite,
+        // Exact: the route is kept (`CompiledRoute::shrink`), and most rules have one.
+        backends: Vec::with_capacity(backend_refs.len()),
         ..Default::default()
     };
     for (i, r) in backend_refs.iter().enumerate() {
         let weight = r.weight.unwrap_or(1).max(0) as u32;
-        let bfield = format!("{field}.backendRefs[{i}]");
-        let resolved = backends::resolve(ctx, (&from.0, &from.1), r, traffic, clusters);
+        // Only notes name the field: built when one is taken.
+        let bfield = || format!("{field}.backendRefs[{i}]");
+        let resolved = backends::resolve(ctx, from, r, traffic, clusters);
         let cluster = match resolved {
             Ok(res) => {
                 route.policies.extend(res.policy);
@@ -247,7 +293,7 @@ pub fn build_action(
                 Some(res.cluster)
             }
             Err(e) => {
-                route.unresolved(bfield.clone(), e);
+                route.unresolved(bfield(), e);
                 None
             }
         };
@@ -284,20 +330,21 @@ pub fn build_action(
                 // cluster, so with several backends it cannot be expressed.
                 "RequestMirror" if backend_refs.len() == 1 => {
                     if let Some(m) = &f.request_mirror {
-                        let ffield = format!("{bfield}.filters[{j}]");
-                        let mirror = resolve_mirror(ctx, route, &ffield, m, traffic, clusters);
+                        let ffield = format!("{}.filters[{j}]", bfield());
+                        let mirror =
+                            resolve_mirror(ctx, route, from, &ffield, m, traffic, clusters);
                         out.mirrors.extend(mirror);
                     }
                 }
                 "RequestMirror" => route.notes.push((
-                    format!("{bfield}.filters[{j}]"),
+                    format!("{}.filters[{j}]", bfield()),
                     "RequestMirror on a backendRef is only supported when the rule has a single \
                      backendRef (Envoy mirrors per route); ignored"
                         .into(),
                     true,
                 )),
                 other => route.notes.push((
-                    format!("{bfield}.filters[{j}]"),
+                    format!("{}.filters[{j}]", bfield()),
                     format!("backendRef filter {other} is not supported here; ignored"),
                     true,
                 )),
@@ -305,9 +352,11 @@ pub fn build_action(
         }
         for mods in [&mut wc.request_headers, &mut wc.response_headers] {
             for e in crate::resolve::validate::header_mods(mods) {
-                route
-                    .notes
-                    .push((format!("{bfield}.filters"), format!("{e}; ignored"), false));
+                route.notes.push((
+                    format!("{}.filters", bfield()),
+                    format!("{e}; ignored"),
+                    false,
+                ));
             }
         }
         if weight > 0 {
@@ -327,16 +376,13 @@ pub fn build_action(
 fn resolve_mirror(
     ctx: &Ctx,
     route: &mut CompiledRoute,
+    from: (&str, &str),
     ffield: &str,
     m: &crate::resolve::model::RequestMirror,
     traffic: Traffic,
     clusters: &mut crate::resolve::backends::ClusterMap,
 ) -> Option<Mirror> {
-    let from = (
-        route.head.key.kind.clone(),
-        route.head.key.namespace.clone(),
-    );
-    match backends::resolve(ctx, (&from.0, &from.1), &m.backend_ref, traffic, clusters) {
+    match backends::resolve(ctx, from, &m.backend_ref, traffic, clusters) {
         Ok(res) => {
             route.policies.extend(res.policy);
             let (numerator, denominator) = match (&m.fraction, m.percent) {

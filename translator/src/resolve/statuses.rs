@@ -10,8 +10,10 @@ use crate::resolve::attach::{ParentOutcome, RouteHead};
 use crate::resolve::backends::RefError;
 use crate::resolve::context::{self, Ctx};
 use crate::resolve::gateway;
-use crate::status::{Condition, ObjectStatus, conditions_json};
+use crate::status::{ObjectStatus, StatusJson, conditions_json, json_str, write_condition};
 
+/// Writes the status text directly (no `Value` tree): the same bytes as rendering the
+/// `Value` with `to_string`, keys in serde_json's (sorted) order.
 pub fn route_status(
     head: &RouteHead,
     outcomes: &[ParentOutcome],
@@ -20,65 +22,69 @@ pub fn route_status(
     partially_invalid: Option<&String>,
     unresolved: Option<&RefError>,
 ) -> ObjectStatus {
-    let parents: Vec<Value> = outcomes
-        .iter()
-        .map(|o| {
-            let parent_ns = o
-                .parent_ref
-                .namespace
-                .clone()
-                .unwrap_or_else(|| head.key.namespace.clone());
-            let _ = &gateways[o.gateway];
-            let accepted = match (invalid, &o.result) {
-                (Some((reason, msg)), _) => Condition::new("Accepted", false, reason, msg.clone()),
-                (None, Ok(_)) => Condition::new("Accepted", true, "Accepted", "Route is accepted"),
-                (None, Err((reason, msg))) => {
-                    Condition::new("Accepted", false, reason, msg.clone())
-                }
-            };
-            let resolved = match unresolved {
-                Some(e) => Condition::new("ResolvedRefs", false, e.reason, e.message.clone()),
-                None => Condition::new(
-                    "ResolvedRefs",
-                    true,
-                    "ResolvedRefs",
-                    "All references resolved",
-                ),
-            };
-            let mut conditions = vec![accepted, resolved];
-            // Only while the route is accepted by this parent: the spec sets the condition
-            // only when it is True, and never on a route that is not accepted.
-            if let (Some(msg), None, Ok(_)) = (partially_invalid, invalid, &o.result) {
-                conditions.push(Condition::new(
-                    "PartiallyInvalid",
-                    true,
-                    "UnsupportedValue",
-                    msg.clone(),
-                ));
+    let route_ns = head.key.namespace.as_str();
+    let mut out = String::with_capacity(16 + 512 * outcomes.len());
+    out.push_str("{\"parents\":[");
+    for (i, o) in outcomes.iter().enumerate() {
+        let _ = &gateways[o.gateway];
+        let parent_ns = o.parent_ref.namespace.as_deref().unwrap_or(route_ns);
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"conditions\":[");
+        let g = head.generation;
+        match (invalid, &o.result) {
+            (Some((reason, msg)), _) | (None, Err((reason, msg))) => {
+                write_condition(&mut out, "Accepted", false, reason, msg, g)
             }
-            // Built by moving values in: `json!` would serialize (deep-copy) each nested Value.
-            let mut parent = serde_json::Map::new();
-            parent.insert(
-                "parentRef".into(),
-                o.status_ref(&head.key.namespace, &parent_ns),
+            (None, Ok(_)) => write_condition(
+                &mut out,
+                "Accepted",
+                true,
+                "Accepted",
+                "Route is accepted",
+                g,
+            ),
+        }
+        out.push(',');
+        match unresolved {
+            Some(e) => write_condition(&mut out, "ResolvedRefs", false, e.reason, &e.message, g),
+            None => write_condition(
+                &mut out,
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "All references resolved",
+                g,
+            ),
+        }
+        // Only while the route is accepted by this parent: the spec sets the condition
+        // only when it is True, and never on a route that is not accepted.
+        if let (Some(msg), None, Ok(_)) = (partially_invalid, invalid, &o.result) {
+            out.push(',');
+            write_condition(
+                &mut out,
+                "PartiallyInvalid",
+                true,
+                "UnsupportedValue",
+                msg,
+                g,
             );
-            parent.insert("controllerName".into(), CONTROLLER_NAME.into());
-            parent.insert(
-                "conditions".into(),
-                conditions_json(&conditions, head.generation),
-            );
-            Value::Object(parent)
-        })
-        .collect();
-    let mut status = serde_json::Map::new();
-    status.insert("parents".into(), Value::Array(parents));
+        }
+        out.push_str("],\"controllerName\":");
+        json_str(&mut out, CONTROLLER_NAME);
+        out.push_str(",\"parentRef\":");
+        o.write_status_ref(&mut out, route_ns, parent_ns);
+        out.push('}');
+    }
+    out.push_str("]}");
     ObjectStatus {
         api_version: api_version(&head.key.kind).into(),
         kind: head.key.kind.clone(),
         namespace: Some(head.key.namespace.clone()),
         name: head.key.name.clone(),
         generation: head.generation,
-        status: Value::Object(status).into(),
+        status: StatusJson::from_text(out),
     }
 }
 

@@ -1,9 +1,10 @@
 //! CDS: one cluster per backend (Service port, Backend).
 
 use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+use envoy_types::pb::envoy::config::core::v3::{DataSource, Metadata, data_source};
 use envoy_types::pb::envoy::config::core::v3::{
     Http1ProtocolOptions, Http2ProtocolOptions, TransportSocket, transport_socket,
 };
@@ -15,18 +16,28 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::google::protobuf::Any;
 
 use crate::ir::{Cluster as IrCluster, Discovery, UpstreamProtocol, UpstreamTls};
 use crate::xds::{ads, any, duration_ms, endpoint};
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-pub fn cluster(c: &IrCluster) -> Cluster {
-    let mut out = Cluster {
-        name: c.name.clone(),
-        connect_timeout: Some(duration_ms(10_000)),
-        ..Default::default()
-    };
+/// The cluster proto, with the Gateway's infrastructure `metadata`. Built where it lives: a
+/// Cluster is over 3 KB, and building it on the stack moved it several times (`Arc::default`
+/// constructs in place, fields are then set one by one).
+pub fn cluster(c: &IrCluster, metadata: Option<Metadata>) -> Arc<Cluster> {
+    let mut shared = Arc::<Cluster>::default();
+    if let Some(out) = Arc::get_mut(&mut shared) {
+        fill(out, c, metadata);
+    }
+    shared
+}
+
+fn fill(out: &mut Cluster, c: &IrCluster, metadata: Option<Metadata>) {
+    out.name = c.name.clone();
+    out.connect_timeout = Some(duration_ms(10_000));
+    out.metadata = metadata;
     match &c.discovery {
         Discovery::Eds(_) => {
             out.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
@@ -45,32 +56,14 @@ pub fn cluster(c: &IrCluster) -> Cluster {
             out.load_assignment = Some(endpoint::load_assignment(&c.name, endpoints));
         }
     }
-    let explicit = match c.protocol {
-        UpstreamProtocol::H2c => Some(
-            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                Http2ProtocolOptions::default(),
-            ),
-        ),
-        UpstreamProtocol::Http1 | UpstreamProtocol::Ws => Some(
-            http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
-                Http1ProtocolOptions::default(),
-            ),
-        ),
+    let options = match c.protocol {
+        UpstreamProtocol::H2c => Some(&*HTTP2_OPTIONS),
+        UpstreamProtocol::Http1 | UpstreamProtocol::Ws => Some(&*HTTP1_OPTIONS),
         UpstreamProtocol::Stream => None,
     };
-    if let Some(config) = explicit {
-        let options = HttpProtocolOptions {
-            upstream_protocol_options: Some(
-                http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
-                    http_protocol_options::ExplicitHttpConfig {
-                        protocol_config: Some(config),
-                    },
-                ),
-            ),
-            ..Default::default()
-        };
+    if let Some(options) = options {
         out.typed_extension_protocol_options =
-            HashMap::from([(HTTP_OPTIONS.to_string(), any(&options))]);
+            HashMap::from([(HTTP_OPTIONS.to_string(), options.clone())]);
     }
     if let Some(tls) = &c.tls {
         out.transport_socket = Some(TransportSocket {
@@ -80,7 +73,37 @@ pub fn cluster(c: &IrCluster) -> Cluster {
             ))),
         });
     }
-    out
+}
+
+/// The packed HttpProtocolOptions every HTTP/1 cluster carries (packed once, copied per cluster).
+static HTTP1_OPTIONS: LazyLock<Any> = LazyLock::new(|| {
+    http_options(
+        http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+            Http1ProtocolOptions::default(),
+        ),
+    )
+});
+
+/// The same for HTTP/2 (h2c, gRPC) clusters.
+static HTTP2_OPTIONS: LazyLock<Any> = LazyLock::new(|| {
+    http_options(
+        http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+            Http2ProtocolOptions::default(),
+        ),
+    )
+});
+
+fn http_options(config: http_protocol_options::explicit_http_config::ProtocolConfig) -> Any {
+    any(&HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(config),
+                },
+            ),
+        ),
+        ..Default::default()
+    })
 }
 
 /// The system trust store of the Envoy host (BackendTLSPolicy wellKnownCACertificates: System).

@@ -22,26 +22,26 @@ pub fn address_of(e: &Endpoint) -> Address {
 
 /// Named like its cluster. No endpoints = a cluster with no hosts (Envoy answers 503).
 pub fn load_assignment(cluster: &str, endpoints: &[Endpoint]) -> ClusterLoadAssignment {
-    let lb_endpoints: Vec<LbEndpoint> = endpoints
-        .iter()
-        .map(|e| LbEndpoint {
-            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(EnvoyEndpoint {
+    let mut out = ClusterLoadAssignment {
+        cluster_name: cluster.to_string(),
+        ..Default::default()
+    };
+    if endpoints.is_empty() {
+        return out;
+    }
+    // Built where they live (pushed defaults, filled in place): these protos are large, and
+    // building them on the stack moved each one again.
+    let mut locality = LocalityLbEndpoints::default();
+    locality.lb_endpoints.reserve_exact(endpoints.len());
+    for e in endpoints {
+        locality.lb_endpoints.push(LbEndpoint::default());
+        if let Some(lb) = locality.lb_endpoints.last_mut() {
+            lb.host_identifier = Some(lb_endpoint::HostIdentifier::Endpoint(EnvoyEndpoint {
                 address: Some(address_of(e)),
                 ..Default::default()
-            })),
-            ..Default::default()
-        })
-        .collect();
-    ClusterLoadAssignment {
-        cluster_name: cluster.to_string(),
-        endpoints: if lb_endpoints.is_empty() {
-            Vec::new()
-        } else {
-            vec![LocalityLbEndpoints {
-                lb_endpoints,
-                ..Default::default()
-            }]
-        },
-        ..Default::default()
+            }));
+        }
     }
+    out.endpoints = vec![locality];
+    out
 }

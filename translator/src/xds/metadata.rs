@@ -25,6 +25,10 @@ fn string(s: String) -> Value {
 /// None when there are no labels or annotations, so Gateways without them produce exactly
 /// what they did before.
 pub fn infrastructure(infra: &Infrastructure) -> Option<Metadata> {
+    // Asked once per cluster: the common case answers before any iterator is set up.
+    if infra.labels.is_empty() && infra.annotations.is_empty() {
+        return None;
+    }
     let labels = infra.labels.iter().map(|(k, v)| format!("label:{k}={v}"));
     let annotations = infra
         .annotations

@@ -178,15 +178,14 @@ impl Memo {
 
 /// Builds a cluster's protos.
 fn cluster_protos(c: &ir::Cluster, infrastructure: &ir::Infrastructure) -> Protos {
-    let mut cluster = cluster::cluster(c);
-    cluster.metadata = metadata::infrastructure(infrastructure);
+    let cluster = cluster::cluster(c, metadata::infrastructure(infrastructure));
     let endpoints = match &c.discovery {
         ir::Discovery::Eds(endpoints) => {
             Some(Arc::new(endpoint::load_assignment(&c.name, endpoints)))
         }
         ir::Discovery::Dns(_) => None,
     };
-    (Arc::new(cluster), endpoints)
+    (cluster, endpoints)
 }
 
 /// Builds one fleet's Envoy resources from its IR.
