@@ -2,11 +2,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use crate::input::ObjectKey;
 use crate::ir::{self, Action, Fleet, Port, PortProtocol, TlsChain};
+use crate::resolve::context::StrHasher;
 use crate::resolve::gateway::GatewayModel;
 use crate::resolve::listener::ListenerModel;
 use crate::resolve::memo::Compiled;
@@ -281,19 +282,5 @@ fn tls_chains(
                 },
             });
         }
-    }
-}
-
-/// xxh3 for short strings: much cheaper than SipHash for sets of thousands of names.
-#[derive(Default)]
-struct StrHasher(u64);
-
-impl Hasher for StrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
     }
 }

@@ -80,15 +80,15 @@ struct Lookup<'a, T> {
     meta: fn(&T) -> &ObjectMeta,
     /// Objects visited by scans so far.
     scans: Cell<usize>,
-    index: OnceCell<HashMap<(&'a str, &'a str), &'a T, BuildHasherDefault<NameHasher>>>,
+    index: OnceCell<HashMap<(&'a str, &'a str), &'a T, BuildHasherDefault<StrHasher>>>,
 }
 
-/// xxh3 for (namespace, name) keys: every route looks its backends up here, and SipHash
-/// cost more than the rest of the lookup.
+/// xxh3 for short strings and (namespace, name) keys: every route looks its backends up
+/// here, and fleets collect thousands of cluster names; SipHash cost more than the rest.
 #[derive(Default)]
-struct NameHasher(u64);
+pub(crate) struct StrHasher(u64);
 
-impl Hasher for NameHasher {
+impl Hasher for StrHasher {
     fn finish(&self) -> u64 {
         self.0
     }

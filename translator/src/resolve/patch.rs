@@ -206,8 +206,8 @@ pub fn run(
     }
     m.reuse.patched = true;
     m.reuse.routes_compiled = compiled;
-    m.reuse.routes_reused = routes - compiled;
-    m.reuse.attachments_reused = routes - compiled;
+    m.reuse.routes_reused = routes.saturating_sub(compiled);
+    m.reuse.attachments_reused = routes.saturating_sub(compiled);
     m.last = Some(LastStage {
         gens,
         ir: ir.clone(),
