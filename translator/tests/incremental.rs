@@ -472,6 +472,71 @@ fn route_edits_in_place_patch_the_last_result() {
     assert!(patched * 2 > steps, "{patched} of {steps} edits patched");
 }
 
+/// Random sequences of route edits (one or two routes per step, kept across steps): paths,
+/// generations and header matches, which the patch path takes, and parentRef sections and
+/// hostnames, which move routes and take the full build. Every step is checked against
+/// `translate()`.
+#[test]
+fn random_route_edits_match_a_fresh_translation() {
+    let options = Options::default();
+    let feedback = Feedback::default();
+    let base = world(12, "");
+    let docs = documents(&base);
+    let routes: Vec<usize> = (0..docs.len())
+        .filter(|i| docs[*i].contains("kind: HTTPRoute"))
+        .collect();
+    let mut t: State = (Translator::new(), PackCache::new());
+    let mut res = Resources::default();
+    morph(&mut res, &base);
+    check(&mut t, &res, &options, &feedback, "base");
+    let mut current = docs.clone();
+    // xorshift64: a fixed sequence, so a failure repeats.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut patched = 0;
+    for step in 0..80 {
+        for _ in 0..1 + usize::from(next(4) == 0) {
+            let i = routes[next(routes.len())];
+            let doc = &current[i];
+            current[i] = match next(6) {
+                0 => doc.replacen("value: /", &format!("value: /s{step}-"), 1),
+                1 => doc.replacen(
+                    "metadata: {",
+                    &format!("metadata: {{generation: {step}, "),
+                    1,
+                ),
+                2 => doc.replacen(
+                    "matches: [{path:",
+                    "matches: [{headers: [{name: x-step, value: v}], path:",
+                    1,
+                ),
+                3 => doc.replacen(
+                    "parentRefs: [{name: gw, namespace: infra}]",
+                    "parentRefs: [{name: gw, namespace: infra, sectionName: http}]",
+                    1,
+                ),
+                4 => doc.replacen("spec:\n", "spec:\n  hostnames: [secure.example.com]\n", 1),
+                _ => docs[i].clone(),
+            };
+        }
+        morph(&mut res, &join(&current));
+        check(
+            &mut t,
+            &res,
+            &options,
+            &feedback,
+            &format!("random step {step}"),
+        );
+        patched += usize::from(t.0.last_reuse().patched);
+    }
+    assert!(patched >= 20, "only {patched} of 80 steps patched");
+}
+
 /// Turns `res` into `text`'s objects in place, as a source applying a change does: `remove`
 /// every key whose documents differ, then `insert` their new documents (in their order).
 fn morph(res: &mut Resources, text: &str) {
