@@ -57,12 +57,7 @@ pub fn finish(ctx: &Ctx, entry: &ClusterEntry) -> Arc<Cluster> {
     let mut cluster = Cluster::clone(&entry.cluster);
     let mut endpoints = Vec::new();
     let mut slice_origins = Vec::new();
-    for slice in ctx
-        .slices
-        .get(&(ns.clone(), service.clone()))
-        .into_iter()
-        .flatten()
-    {
+    for slice in ctx.slices(ns, service) {
         slice_origins.push(ObjectKey::new(
             "EndpointSlice",
             ns,

@@ -53,8 +53,9 @@ pub struct Ctx<'a> {
     pub problems: Vec<Problem>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     services: Lookup<'a, Service>,
-    /// By (namespace, service name), from the kubernetes.io/service-name label.
-    pub slices: BTreeMap<NsName, Vec<&'a EndpointSlice>>,
+    /// By (namespace, service name), from the kubernetes.io/service-name label; indexed on
+    /// first use (a call that only compiles a changed route never reads endpoints).
+    slices: OnceCell<BTreeMap<NsName, Vec<&'a EndpointSlice>>>,
     backends: Lookup<'a, Backend>,
     pub secrets: BTreeMap<NsName, &'a Secret>,
     pub config_maps: BTreeMap<NsName, &'a ConfigMap>,
@@ -147,6 +148,33 @@ impl<'a> Ctx<'a> {
         self.services.get(namespace, name)
     }
 
+    /// A Service's EndpointSlices (by the kubernetes.io/service-name label), by name.
+    pub fn slices(&self, namespace: &str, service: &str) -> &[&'a EndpointSlice] {
+        let index = self.slices.get_or_init(|| {
+            let mut slices: BTreeMap<NsName, Vec<&EndpointSlice>> = BTreeMap::new();
+            for slice in &self.res.endpoint_slices {
+                let svc = slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"));
+                if let Some(svc) = svc {
+                    slices
+                        .entry((ns_name(&slice.metadata).0, svc.clone()))
+                        .or_default()
+                        .push(slice);
+                }
+            }
+            for list in slices.values_mut() {
+                list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            }
+            slices
+        });
+        index
+            .get(&(namespace.to_string(), service.to_string()))
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// A Portico Backend by namespace and name.
     pub fn backend(&self, namespace: &str, name: &str) -> Option<&'a Backend> {
         self.backends.get(namespace, name)
@@ -157,23 +185,6 @@ impl<'a> Ctx<'a> {
         for ns in &res.namespaces {
             let name = ns.metadata.name.clone().unwrap_or_default();
             namespace_labels.insert(name, ns.metadata.labels.clone().unwrap_or_default());
-        }
-        let mut slices: BTreeMap<NsName, Vec<&EndpointSlice>> = BTreeMap::new();
-        for slice in &res.endpoint_slices {
-            let svc = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"));
-            if let Some(svc) = svc {
-                slices
-                    .entry((ns_name(&slice.metadata).0, svc.clone()))
-                    .or_default()
-                    .push(slice);
-            }
-        }
-        for list in slices.values_mut() {
-            list.sort_by_key(|s| s.metadata.name.clone());
         }
         let grants = res
             .reference_grants
@@ -188,7 +199,7 @@ impl<'a> Ctx<'a> {
             problems: Vec::new(),
             namespace_labels,
             services: Lookup::new(&res.services, |s| &s.metadata),
-            slices,
+            slices: OnceCell::new(),
             backends: Lookup::new(&res.backends, |b| &b.metadata),
             secrets: res
                 .secrets
