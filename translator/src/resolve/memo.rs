@@ -193,6 +193,11 @@ fn mix(h: u64) -> u64 {
 }
 
 impl Memo {
+    /// The number the last full build stamped its route entries with.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
     /// A number no earlier call used, for the entries this call touches.
     pub fn next_stamp(&mut self) -> u64 {
         self.stamp += 1;

@@ -66,6 +66,16 @@ pub fn run(
         .to_vec();
     let last = m.last.as_ref().filter(|l| l.gens == gens)?;
     let (statuses, sources) = m.statuses.as_ref()?;
+    // Routes added, removed or duplicated are the full build's: told apart before any
+    // index is built.
+    let mut found = Vec::with_capacity(keys.len());
+    for key in keys {
+        let hash = memo::key_hash(&key.kind, &key.namespace, &key.name);
+        let old = m.routes.get(&hash).filter(|e| e.key == key)?;
+        let old_attached = old.attached.as_ref()?;
+        let source = only_object(resources, &key)?;
+        found.push((key, hash, old, old_attached, source));
+    }
     let mut ctx = Ctx::new(resources);
     ctx.tls_policies = backend_tls::build(&ctx);
     let (classes, _) = gateway::classes(&ctx);
@@ -73,12 +83,8 @@ pub fn run(
     let (mut gateways, sets) = gateway::build(&mut ctx, &classes, options, &rejected);
     ctx.problems.clear();
 
-    let mut changes = Vec::with_capacity(keys.len());
-    for key in keys {
-        let hash = memo::key_hash(&key.kind, &key.namespace, &key.name);
-        let old = m.routes.get(&hash).filter(|e| e.key == key)?;
-        let old_attached = old.attached.as_ref()?;
-        let source = only_object(resources, &key)?;
+    let mut changes = Vec::with_capacity(found.len());
+    for (key, hash, old, old_attached, source) in found {
         let revision = m.revision(hash);
         let work = match revision {
             Some(rev) if rev == old.revision && m.deps_unchanged(&old.deps) => RouteWork {
@@ -186,7 +192,7 @@ pub fn run(
     let statuses = statuses.clone();
     problems.sort();
     problems.dedup();
-    let stamp = m.routes.values().next().map_or(0, |e| e.stamp);
+    let stamp = m.stamp();
     let compiled = changes.iter().filter(|c| !c.work.reused).count();
     for c in changes {
         let Some(revision) = c.work.revision else {
