@@ -14,6 +14,7 @@ pub mod changes;
 pub mod input;
 pub mod ir;
 mod objects;
+mod par;
 pub mod problem;
 pub mod render;
 pub mod resolve;
@@ -80,8 +81,9 @@ pub struct FleetConfig {
     /// Route configurations as shared pieces: `RouteConfig::to_proto` gives the proto,
     /// `RouteConfig::encode` its encoding.
     pub routes: Shared<RouteConfig>,
-    pub clusters: Shared<Cluster>,
-    pub endpoints: Shared<ClusterLoadAssignment>,
+    /// Clusters and ClusterLoadAssignments, packed where they are built (`render::Packed`).
+    pub clusters: Shared<render::Packed<Cluster>>,
+    pub endpoints: Shared<render::Packed<ClusterLoadAssignment>>,
     pub secrets: Shared<Secret>,
     /// (type URL, resource name) -> the input objects that produced it. Shared:
     /// `Translator` hands out the previous call's map again while it has not changed.

@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
+use crate::par;
 use crate::xds::route_config::RouteConfig;
 use crate::{FleetConfig, Shared};
 
@@ -89,6 +90,86 @@ pub fn pack<T: Message + Name>(message: &T) -> Any {
     }
 }
 
+/// A named resource held only as its packed encoding. Clusters and endpoints come by the
+/// thousand: each is built, encoded and dropped where it is made (in parallel), so a fleet
+/// holds two allocations per resource instead of a tree of proto fields, and `PackCache`
+/// shares the `Any` as it is.
+pub struct Packed<T> {
+    name: Arc<str>,
+    any: Arc<Any>,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Message + Name + Default> Packed<T> {
+    pub fn new(name: &str, message: &T) -> Self {
+        Packed {
+            name: name.into(),
+            any: Arc::new(pack(message)),
+            _type: std::marker::PhantomData,
+        }
+    }
+
+    /// A resource encoded already (`value`: the encoding of a T).
+    pub fn from_encoded(name: &str, type_url: &str, value: Vec<u8>) -> Self {
+        Packed {
+            name: name.into(),
+            any: Arc::new(Any {
+                type_url: type_url.to_string(),
+                value,
+            }),
+            _type: std::marker::PhantomData,
+        }
+    }
+
+    /// The proto, decoded from the encoding (a fresh copy on every call).
+    pub fn proto(&self) -> T {
+        // These bytes came from `encode_to_vec` of a valid T, so they decode.
+        T::decode(&*self.any.value).unwrap_or_default()
+    }
+
+    /// (type URL, name, packed), as `fleet_to_any` lists them.
+    fn to_tuple(&self) -> (String, String, Any) {
+        let any = Any::clone(&self.any);
+        (any.type_url.clone(), self.name.to_string(), any)
+    }
+
+    fn shared(&self, type_url: &'static str) -> SharedResource {
+        SharedResource {
+            type_url,
+            name: self.name.clone(),
+            any: self.any.clone(),
+        }
+    }
+}
+
+impl<T> Packed<T> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn any(&self) -> &Any {
+        &self.any
+    }
+}
+
+impl<T> PartialEq for Packed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.any == other.any
+    }
+}
+
+impl<T> Eq for Packed<T> {}
+
+impl<T> std::fmt::Debug for Packed<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packed")
+            .field("type_url", &self.any.type_url)
+            .field("name", &self.name)
+            .field("bytes", &self.any.value.len())
+            .finish()
+    }
+}
+
 /// Every resource of a fleet as (type URL, name, packed), in a stable order.
 pub fn fleet_to_any(fleet: &FleetConfig) -> Vec<(String, String, Any)> {
     let mut out = Vec::new();
@@ -98,16 +179,8 @@ pub fn fleet_to_any(fleet: &FleetConfig) -> Vec<(String, String, Any)> {
     for r in fleet.routes.iter() {
         out.push((ROUTE.to_string(), r.name.clone(), r.pack()));
     }
-    for c in fleet.clusters.iter() {
-        out.push((CLUSTER.to_string(), c.name.clone(), pack(c.as_ref())));
-    }
-    for e in fleet.endpoints.iter() {
-        out.push((
-            ENDPOINT.to_string(),
-            e.cluster_name.clone(),
-            pack(e.as_ref()),
-        ));
-    }
+    out.extend(par::map(&fleet.clusters, |p| p.to_tuple()));
+    out.extend(par::map(&fleet.endpoints, |p| p.to_tuple()));
     for s in fleet.secrets.iter() {
         out.push((SECRET.to_string(), s.name.clone(), pack(s.as_ref())));
     }
@@ -127,8 +200,8 @@ pub struct PackCache {
 struct FleetPacks {
     listeners: ListPack<Listener>,
     routes: ListPack<RouteConfig>,
-    clusters: ListPack<Cluster>,
-    endpoints: ListPack<ClusterLoadAssignment>,
+    clusters: ListPack<Packed<Cluster>>,
+    endpoints: ListPack<Packed<ClusterLoadAssignment>>,
     secrets: ListPack<Secret>,
 }
 
@@ -344,14 +417,27 @@ impl FleetPacks {
                     .update(&fleet.listeners, LISTENER, |l| &l.name, pack),
                 self.routes
                     .update(&fleet.routes, ROUTE, |r| &r.name, RouteConfig::pack),
-                self.clusters
-                    .update(&fleet.clusters, CLUSTER, |c| &c.name, pack),
-                self.endpoints
-                    .update(&fleet.endpoints, ENDPOINT, |e| &e.cluster_name, pack),
+                self.clusters.update_packed(&fleet.clusters, CLUSTER),
+                self.endpoints.update_packed(&fleet.endpoints, ENDPOINT),
                 self.secrets
                     .update(&fleet.secrets, SECRET, |s| &s.name, pack),
             ],
         }
+    }
+}
+
+impl<T: Message + Name + Default> ListPack<Packed<T>> {
+    /// `update` for a list packed already: the packed resources are shared as they are.
+    fn update_packed(
+        &mut self,
+        list: &Shared<Packed<T>>,
+        type_url: &'static str,
+    ) -> Arc<Vec<SharedResource>> {
+        if !Arc::ptr_eq(&self.list, list) {
+            self.list = list.clone();
+            self.packed = Arc::new(list.iter().map(|p| p.shared(type_url)).collect());
+        }
+        self.packed.clone()
     }
 }
 
@@ -376,8 +462,8 @@ impl FleetConfig {
         serde_json::json!({
             "listeners": render_all(&self.listeners),
             "routes": render_packed(self.routes.iter().map(|r| r.pack())),
-            "clusters": render_all(&self.clusters),
-            "endpoints": render_all(&self.endpoints),
+            "clusters": render_packed(self.clusters.iter().map(|p| Any::clone(&p.any))),
+            "endpoints": render_packed(self.endpoints.iter().map(|p| Any::clone(&p.any))),
             "secrets": render_all(&self.secrets),
         })
     }

@@ -62,10 +62,18 @@ impl ParentOutcome {
     }
 }
 
-/// Resolves every parentRef of a route. `uses_hostnames` is false for TCP/UDP routes.
+/// Counts a route's attachments on the listeners they attach to (status: attachedRoutes).
+pub fn count(gateways: &mut [GatewayModel], outcomes: &[ParentOutcome]) {
+    for a in outcomes.iter().flat_map(|o| o.result.iter().flatten()) {
+        gateways[a.gateway].listeners[a.listener].attached_routes += 1;
+    }
+}
+
+/// Resolves every parentRef of a route (pure: `count` adds the result to the listeners).
+/// `uses_hostnames` is false for TCP/UDP routes.
 pub fn attach(
     ctx: &Ctx,
-    gateways: &mut [GatewayModel],
+    gateways: &[GatewayModel],
     sets: &[ListenerSetModel],
     head: &RouteHead,
     uses_hostnames: bool,
@@ -97,7 +105,7 @@ pub fn attach(
             },
             _ => continue,
         };
-        let result = attach_one(ctx, &mut gateways[gi], gi, set, pr, head, uses_hostnames);
+        let result = attach_one(ctx, &gateways[gi], gi, set, pr, head, uses_hostnames);
         out.push(ParentOutcome {
             parent_ref: pr.clone(),
             gateway: gi,
@@ -109,7 +117,7 @@ pub fn attach(
 
 fn attach_one(
     ctx: &Ctx,
-    gw: &mut GatewayModel,
+    gw: &GatewayModel,
     gi: usize,
     set: Option<&ListenerSetModel>,
     pr: &ParentRef,
@@ -199,9 +207,6 @@ fn attach_one(
             "NoMatchingListenerHostname".into(),
             "no listener hostname matches the route's hostnames".into(),
         ));
-    }
-    for a in &attached {
-        gw.listeners[a.listener].attached_routes += 1;
     }
     Ok(attached)
 }

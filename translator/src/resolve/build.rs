@@ -176,7 +176,7 @@ pub fn fleet<'a>(
         refs.dedup();
         p.origins = match memo.as_deref_mut() {
             Some(m) => m.port_origins(&gw.key, &p.name, &refs),
-            None => std::sync::Arc::new(refs.into_iter().cloned().collect()),
+            None => std::sync::Arc::new(crate::par::map(&refs, |k| (*k).clone())),
         };
         fleet.ports.push(p);
     }

@@ -1,8 +1,10 @@
 //! Indexes over the input that every stage-one step looks things up in.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -55,16 +57,30 @@ pub struct Ctx<'a> {
     services: Lookup<'a, Service>,
     /// By (namespace, service name), from the kubernetes.io/service-name label; indexed on
     /// first use (a call that only compiles a changed route never reads endpoints).
-    slices: OnceCell<BTreeMap<NsName, Vec<&'a EndpointSlice>>>,
+    slices: OnceLock<BTreeMap<NsName, Vec<&'a EndpointSlice>>>,
     backends: Lookup<'a, Backend>,
     pub secrets: BTreeMap<NsName, &'a Secret>,
     pub config_maps: BTreeMap<NsName, &'a ConfigMap>,
     grants: Vec<Grant>,
     /// BackendTLSPolicies, oldest first (filled once the indexes exist).
     pub tls_policies: Vec<crate::resolve::backend_tls::PolicyModel>,
-    /// While recording (one route's compilation), the Services and Backends looked up, as
-    /// `memo::key_hash`es: what that route's memo entry depends on.
-    pub lookups: std::cell::RefCell<Option<Vec<u64>>>,
+}
+
+thread_local! {
+    /// While recording (one route's compilation, on this thread: routes compile in
+    /// parallel), the Services and Backends looked up, as `memo::key_hash`es: what that
+    /// route's memo entry depends on.
+    static LOOKUPS: RefCell<Option<Vec<u64>>> = const { RefCell::new(None) };
+}
+
+/// Records the lookups `f` makes through `note_lookup` on this thread.
+pub fn recording_lookups<R>(f: impl FnOnce() -> R) -> (R, Vec<u64>) {
+    LOOKUPS.with_borrow_mut(|l| *l = Some(Vec::new()));
+    let out = f();
+    (
+        out,
+        LOOKUPS.with_borrow_mut(Option::take).unwrap_or_default(),
+    )
 }
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> NsName {
@@ -80,8 +96,8 @@ struct Lookup<'a, T> {
     list: &'a [T],
     meta: fn(&T) -> &ObjectMeta,
     /// Objects visited by scans so far.
-    scans: Cell<usize>,
-    index: OnceCell<HashMap<(&'a str, &'a str), &'a T, BuildHasherDefault<StrHasher>>>,
+    scans: AtomicUsize,
+    index: OnceLock<HashMap<(&'a str, &'a str), &'a T, BuildHasherDefault<StrHasher>>>,
 }
 
 /// xxh3 for short strings and (namespace, name) keys: every route looks its backends up
@@ -108,8 +124,8 @@ impl<'a, T> Lookup<'a, T> {
         Lookup {
             list,
             meta,
-            scans: Cell::new(0),
-            index: OnceCell::new(),
+            scans: AtomicUsize::new(0),
+            index: OnceLock::new(),
         }
     }
 
@@ -122,7 +138,9 @@ impl<'a, T> Lookup<'a, T> {
                 meta.name.as_deref().unwrap_or_default(),
             )
         };
-        if self.index.get().is_none() && self.scans.get() < SCAN_BUDGET * self.list.len() {
+        if self.index.get().is_none()
+            && self.scans.load(Ordering::Relaxed) < SCAN_BUDGET * self.list.len()
+        {
             let found = self
                 .list
                 .iter()
@@ -132,7 +150,7 @@ impl<'a, T> Lookup<'a, T> {
                     n == name && ns == namespace
                 });
             let visited = found.map_or(self.list.len(), |i| self.list.len() - i);
-            self.scans.set(self.scans.get() + visited);
+            self.scans.fetch_add(visited, Ordering::Relaxed);
             return found.and_then(|i| self.list.get(i));
         }
         let index = self
@@ -199,7 +217,7 @@ impl<'a> Ctx<'a> {
             problems: Vec::new(),
             namespace_labels,
             services: Lookup::new(&res.services, |s| &s.metadata),
-            slices: OnceCell::new(),
+            slices: OnceLock::new(),
             backends: Lookup::new(&res.backends, |b| &b.metadata),
             secrets: res
                 .secrets
@@ -213,19 +231,20 @@ impl<'a> Ctx<'a> {
                 .collect(),
             grants,
             tls_policies: Vec::new(),
-            lookups: std::cell::RefCell::new(None),
         }
+    }
+
+    /// Notes a Service or Backend lookup when a route's compilation is being recorded.
+    pub fn note_lookup(&self, kind: &str, namespace: &str, name: &str) {
+        LOOKUPS.with_borrow_mut(|log| {
+            if let Some(log) = log {
+                log.push(crate::resolve::memo::key_hash(kind, namespace, name));
+            }
+        });
     }
 
     /// A namespace's labels, with the `kubernetes.io/metadata.name` label Kubernetes always adds
     /// (also for namespaces that only exist implicitly in a directory of files).
-    /// Notes a Service or Backend lookup when a route's compilation is being recorded.
-    pub fn note_lookup(&self, kind: &str, namespace: &str, name: &str) {
-        if let Some(log) = self.lookups.borrow_mut().as_mut() {
-            log.push(crate::resolve::memo::key_hash(kind, namespace, name));
-        }
-    }
-
     pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
         let mut labels = self
             .namespace_labels

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::input::Resources;
 use crate::ir::Ir;
+use crate::par;
 use crate::problem::{Problem, ProblemKind, Severity};
 use crate::status::ObjectStatus;
 use crate::{Feedback, Options};
@@ -94,27 +95,24 @@ pub fn run_with(
     let mut attachments_reused = 0;
     // In key order, which is their order in the sorted status list.
     let mut route_statuses: Vec<Arc<Attached>> = Vec::new();
-    for (ri, w) in routes.iter().enumerate() {
-        let route = &w.compiled.route;
-        let previous = match (&memo, gens) {
+    // Attachments the memo holds, else made (in parallel when many: attaching only reads
+    // the Gateways; counting on their listeners follows, in order).
+    let attached_list = par::map_or_make(
+        &routes,
+        |w| match (&memo, gens) {
             (Some(m), Some(g)) if w.reused => m
                 .routes
                 .get(&w.hash)
                 .filter(|e| e.attach == g.attach)
-                .and_then(|e| e.attached.clone()),
+                .and_then(|e| e.attached.clone())
+                .inspect(|_| attachments_reused += 1),
             _ => None,
-        };
-        let attached = match previous {
-            Some(a) => {
-                // Attachment counts what it attached to: replay that.
-                for a in a.outcomes.iter().flat_map(|o| o.result.iter().flatten()) {
-                    gateways[a.gateway].listeners[a.listener].attached_routes += 1;
-                }
-                attachments_reused += 1;
-                a
-            }
-            None => Arc::new(attach_route(&ctx, &mut gateways, &sets, route)),
-        };
+        },
+        |w| Arc::new(attach_route(&ctx, &gateways, &sets, &w.compiled.route)),
+    );
+    for (ri, (w, attached)) in routes.iter().zip(attached_list).enumerate() {
+        let route = &w.compiled.route;
+        attach::count(&mut gateways, &attached.outcomes);
         attached_all.push(attached.clone());
         let outcomes = &attached.outcomes;
         if attached.status.is_none() {
@@ -270,6 +268,10 @@ pub fn run_with(
             routes: routes.len(),
         });
     }
+    // Without a memo these hold the only references to thousands of compiled routes.
+    par::drop(routes);
+    par::drop(compiled);
+    par::drop(attached_all);
     StageOne {
         ir,
         statuses,
@@ -277,11 +279,12 @@ pub fn run_with(
     }
 }
 
-/// A compiled HTTPRoute or GRPCRoute attached to its parents (counted on their listeners),
-/// with the status that follows; None status when no parentRef names a Portico parent.
+/// A compiled HTTPRoute or GRPCRoute attached to its parents (not yet counted on their
+/// listeners: `attach::count`), with the status that follows; None status when no parentRef
+/// names a Portico parent.
 fn attach_route(
     ctx: &Ctx,
-    gateways: &mut [gateway::GatewayModel],
+    gateways: &[gateway::GatewayModel],
     sets: &[gateway::ListenerSetModel],
     route: &rules::CompiledRoute,
 ) -> Attached {

@@ -80,7 +80,7 @@ pub fn run(
     ctx.tls_policies = backend_tls::build(&ctx);
     let (classes, _) = gateway::classes(&ctx);
     let rejected = rejected_messages(feedback);
-    let (mut gateways, sets) = gateway::build(&mut ctx, &classes, options, &rejected);
+    let (gateways, sets) = gateway::build(&mut ctx, &classes, options, &rejected);
     ctx.problems.clear();
 
     let mut changes = Vec::with_capacity(found.len());
@@ -103,7 +103,7 @@ pub fn run(
         {
             return None;
         }
-        let attached = attach_route(&ctx, &mut gateways, &sets, new);
+        let attached = attach_route(&ctx, &gateways, &sets, new);
         if !same_outcomes(&attached.outcomes, &old_attached.outcomes) {
             return None;
         }

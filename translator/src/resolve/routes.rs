@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::input::Resources;
+use crate::par;
 use crate::resolve::backends::{self, ClusterMap};
-use crate::resolve::context::Ctx;
+use crate::resolve::context::{Ctx, recording_lookups};
 use crate::resolve::http;
 use crate::resolve::memo::{self, Compiled, Generations, Memo};
 
@@ -54,12 +55,10 @@ pub fn compile_one(
     memo: Option<&Memo>,
 ) -> RouteWork {
     let mut local = ClusterMap::new();
-    *ctx.lookups.borrow_mut() = Some(Vec::new());
-    let route = match source {
+    let (route, lookups) = recording_lookups(|| match source {
         Source::Http(r) => http::compile_http(ctx, r, &mut local),
         Source::Grpc(r) => http::compile_grpc(ctx, r, &mut local),
-    };
-    let lookups = ctx.lookups.borrow_mut().take().unwrap_or_default();
+    });
     let deps = match memo {
         Some(m) => m.deps(&lookups),
         None => Arc::from([]),
@@ -75,6 +74,9 @@ pub fn compile_one(
         reused: false,
     }
 }
+
+/// A route to compile: its source, key hash and revision.
+type Miss<'a> = (Source<'a>, u64, Option<u64>);
 
 /// Compiles every HTTPRoute and GRPCRoute, or takes it from the memo.
 pub fn compile_routes(
@@ -107,7 +109,9 @@ pub fn compile_routes(
         (Some(m), Some(_)) => m.fast.as_ref(),
         _ => None,
     };
-    sources
+    let memo = memo.as_deref();
+    // Memo hits first (cheap, in order), then the rest compiled, in parallel when many.
+    let found: Vec<Result<RouteWork, Miss>> = sources
         .into_iter()
         .enumerate()
         .map(|(i, (source, hash))| {
@@ -144,16 +148,28 @@ pub fn compile_routes(
                 }
                 _ => (None, None),
             };
-            if let Some(e) = hit {
-                return RouteWork {
+            match hit {
+                Some(e) => Ok(RouteWork {
                     hash,
                     revision,
                     compiled: e.compiled.clone(),
                     deps: e.deps.clone(),
                     reused: true,
-                };
+                }),
+                None => Err((source, hash, revision)),
             }
-            compile_one(ctx, source, hash, revision, memo.as_deref())
+        })
+        .collect();
+    let misses: Vec<_> = found.iter().filter_map(|f| f.as_ref().err()).collect();
+    let mut compiled = par::map(&misses, |(source, hash, revision)| {
+        compile_one(ctx, *source, *hash, *revision, memo)
+    })
+    .into_iter();
+    found
+        .into_iter()
+        .filter_map(|f| match f {
+            Ok(work) => Some(work),
+            Err(_) => compiled.next(),
         })
         .collect()
 }

@@ -139,6 +139,7 @@ pub fn run(
         }
         let uses_hostnames = kind == "TLSRoute";
         let outcomes = attach::attach(ctx, gateways, sets, &inp.head, uses_hostnames);
+        attach::count(gateways, &outcomes);
         if outcomes.is_empty() {
             continue;
         }

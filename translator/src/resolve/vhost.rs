@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::input::ObjectKey;
 use crate::ir::{self, Action, PathMatch, PathRewrite, PortProtocol, VirtualHost};
+use crate::par;
 use crate::render::PtrMap;
 use crate::resolve::build::{host_rank, listener_id};
 use crate::resolve::listener::ListenerModel;
@@ -208,7 +209,7 @@ impl VhostMemo {
             *used = stamp;
             return prev.clone();
         }
-        let list = Arc::new(keys.iter().map(|k| (*k).clone()).collect::<Vec<_>>());
+        let list = Arc::new(par::map(keys, |k| (*k).clone()));
         self.origins.insert(id, (stamp, list.clone()));
         list
     }
@@ -236,10 +237,9 @@ pub fn virtual_host(
             memoised(l, routes, placed, &sig, m)
         }
         _ => {
-            let per_route: Vec<Arc<RouteEntries>> = placed
-                .iter()
-                .map(|(ri, hostnames)| Arc::new(entries(l, &routes[*ri], hostnames)))
-                .collect();
+            let per_route: Vec<Arc<RouteEntries>> = par::map(placed, |(ri, hostnames)| {
+                Arc::new(entries(l, &routes[*ri], hostnames))
+            });
             let ordered = route_list(&sort_entries(&per_route));
             (per_route, Arc::new(ordered))
         }
@@ -305,39 +305,46 @@ fn memoised(
     lm.build += 1;
     let build = lm.build;
     let (mut added, mut removed) = (Vec::new(), Vec::new());
-    let mut reused = 0;
-    let per_route: Vec<Arc<RouteEntries>> = placed
-        .iter()
-        .map(|(ri, hostnames)| {
-            let compiled = &routes[*ri];
-            let key = Arc::as_ptr(compiled) as usize;
-            match lm.routes.get_mut(&key) {
-                Some(c) if c.hostnames == *hostnames => {
-                    reused += 1;
+    let mut hits = Vec::with_capacity(placed.len());
+    // Cached entries first; the others built (in parallel when many), then cached.
+    let per_route: Vec<Arc<RouteEntries>> = par::map_or_make(
+        placed,
+        |(ri, hostnames)| {
+            let hit = lm
+                .routes
+                .get_mut(&(Arc::as_ptr(&routes[*ri]) as usize))
+                .filter(|c| c.hostnames == *hostnames)
+                .map(|c| {
                     c.build = build;
                     c.entries.clone()
-                }
-                found => {
-                    let built = Arc::new(entries(l, compiled, hostnames));
-                    let c = Cached {
-                        _compiled: compiled.clone(),
-                        hostnames: hostnames.clone(),
-                        entries: built.clone(),
-                        build,
-                    };
-                    match found {
-                        Some(old) => removed.push(std::mem::replace(old, c).entries),
-                        None => {
-                            lm.routes.insert(key, c);
-                        }
-                    }
-                    added.push(built.clone());
-                    built
-                }
+                });
+            hits.push(hit.is_some());
+            hit
+        },
+        |(ri, hostnames)| Arc::new(entries(l, &routes[*ri], hostnames)),
+    );
+    for (((ri, hostnames), built), _) in placed
+        .iter()
+        .zip(&per_route)
+        .zip(&hits)
+        .filter(|(_, hit)| !**hit)
+    {
+        let compiled = &routes[*ri];
+        let c = Cached {
+            _compiled: compiled.clone(),
+            hostnames: hostnames.clone(),
+            entries: built.clone(),
+            build,
+        };
+        match lm.routes.get_mut(&(Arc::as_ptr(compiled) as usize)) {
+            Some(old) => removed.push(std::mem::replace(old, c).entries),
+            None => {
+                lm.routes.insert(Arc::as_ptr(compiled) as usize, c);
             }
-        })
-        .collect();
-    m.reused += reused;
+        }
+        added.push(built.clone());
+    }
+    m.reused += hits.iter().filter(|h| **h).count();
     lm.routes.retain(|_, c| {
         if c.build == build {
             return true;
@@ -427,7 +434,8 @@ fn sort_entries(per_route: &[Arc<RouteEntries>]) -> Vec<Item> {
             ));
         }
     }
-    keys.sort();
+    // The last part, (route, entry), makes keys unique: unstable sorting is stable here.
+    par::sort_unstable(&mut keys);
     keys.iter()
         .map(|k| Item {
             entries: per_route[k.5.0].clone(),

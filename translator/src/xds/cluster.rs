@@ -1,7 +1,7 @@
 //! CDS: one cluster per backend (Service port, Backend).
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, Metadata, data_source};
@@ -18,20 +18,77 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::Any;
 
+use prost::Message;
+use prost::encoding::string;
+
 use crate::ir::{Cluster as IrCluster, Discovery, UpstreamProtocol, UpstreamTls};
+use crate::render::{self, Packed};
 use crate::xds::{ads, any, duration_ms, endpoint};
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-/// The cluster proto, with the Gateway's infrastructure `metadata`. Built where it lives: a
-/// Cluster is over 3 KB, and building it on the stack moved it several times (`Arc::default`
-/// constructs in place, fields are then set one by one).
-pub fn cluster(c: &IrCluster, metadata: Option<Metadata>) -> Arc<Cluster> {
-    let mut shared = Arc::<Cluster>::default();
-    if let Some(out) = Arc::get_mut(&mut shared) {
-        fill(out, c, metadata);
+/// Packs a fleet's clusters. An EDS cluster without TLS is its name plus fields that depend
+/// only on its protocol and the fleet's metadata: those are encoded once per protocol, and
+/// such a cluster costs a copy. prost writes field 1 (the name) first, so the name's field
+/// followed by the rest is the cluster's encoding byte for byte (the tests check). Other
+/// clusters are built whole.
+pub struct Packer {
+    metadata: Option<Metadata>,
+    /// The encoding of a nameless EDS cluster without TLS, by `slot` of its protocol.
+    templates: [Vec<u8>; 4],
+}
+
+const PROTOCOLS: [UpstreamProtocol; 4] = [
+    UpstreamProtocol::Http1,
+    UpstreamProtocol::H2c,
+    UpstreamProtocol::Ws,
+    UpstreamProtocol::Stream,
+];
+
+fn slot(protocol: UpstreamProtocol) -> usize {
+    PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(0)
+}
+
+impl Packer {
+    /// For clusters carrying the Gateway's infrastructure `metadata`.
+    pub fn new(metadata: Option<Metadata>) -> Self {
+        let templates = PROTOCOLS.map(|protocol| {
+            let nameless = IrCluster {
+                name: String::new(),
+                protocol,
+                discovery: Discovery::Eds(Vec::new()),
+                tls: None,
+                origins: Vec::new(),
+            };
+            cluster(&nameless, metadata.clone()).encode_to_vec()
+        });
+        Packer {
+            metadata,
+            templates,
+        }
     }
-    shared
+
+    pub fn pack(&self, c: &IrCluster) -> Packed<Cluster> {
+        if !matches!(c.discovery, Discovery::Eds(_)) || c.tls.is_some() {
+            return Packed::new(&c.name, &*cluster(c, self.metadata.clone()));
+        }
+        let template = &self.templates[slot(c.protocol)];
+        let mut value = Vec::with_capacity(string::encoded_len(1, &c.name) + template.len());
+        if !c.name.is_empty() {
+            string::encode(1, &c.name, &mut value);
+        }
+        value.extend_from_slice(template);
+        Packed::from_encoded(&c.name, render::CLUSTER, value)
+    }
+}
+
+/// The cluster proto, with the Gateway's infrastructure `metadata`. Built where it lives: a
+/// Cluster is over 3 KB, and building it on the stack moved it several times (`Box::default`
+/// constructs in place, fields are then set one by one).
+fn cluster(c: &IrCluster, metadata: Option<Metadata>) -> Box<Cluster> {
+    let mut out = Box::<Cluster>::default();
+    fill(&mut out, c, metadata);
+    out
 }
 
 fn fill(out: &mut Cluster, c: &IrCluster, metadata: Option<Metadata>) {
@@ -165,5 +222,57 @@ fn upstream_tls(tls: &UpstreamTls) -> UpstreamTlsContext {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Endpoint;
+    use crate::xds::metadata;
+
+    #[test]
+    fn packer_matches_prost() {
+        let infra = crate::ir::Infrastructure {
+            labels: [("team".to_string(), "a".to_string())].into(),
+            annotations: Default::default(),
+        };
+        let endpoints = vec![Endpoint::Socket {
+            address: "10.0.0.1".into(),
+            port: 8080,
+        }];
+        let tls = UpstreamTls {
+            sni: "be.example".into(),
+            ca_pem: None,
+            use_system_ca: true,
+            subject_alt_names: vec!["be.example".into()],
+            client_certificate: None,
+        };
+        for metadata in [None, metadata::infrastructure(&infra)] {
+            let packer = Packer::new(metadata.clone());
+            for protocol in PROTOCOLS {
+                for discovery in [
+                    Discovery::Eds(endpoints.clone()),
+                    Discovery::Dns(endpoints.clone()),
+                ] {
+                    for tls in [None, Some(tls.clone())] {
+                        // Names past one length byte, and none.
+                        for name in ["", "httproute/ns/r/rule/0", &"x".repeat(300)] {
+                            let c = IrCluster {
+                                name: name.into(),
+                                protocol,
+                                discovery: discovery.clone(),
+                                tls: tls.clone(),
+                                origins: Vec::new(),
+                            };
+                            let packed = packer.pack(&c);
+                            let whole = render::pack(&*cluster(&c, metadata.clone()));
+                            assert_eq!(*packed.any(), whole, "{name} {protocol:?}");
+                            assert_eq!(packed.name(), name);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

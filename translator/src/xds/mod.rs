@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 use crate::ir;
-use crate::render;
+use crate::render::{self, Packed};
 use crate::{FleetConfig, ObjectKey, Shared};
 
 /// Name of the cluster that never exists: routes send invalid backends' shares there and
@@ -88,8 +88,16 @@ pub struct Memo {
     origins: origins::OriginsMemo,
 }
 
-/// A cluster's protos: the Cluster, and its ClusterLoadAssignment when it uses EDS.
-type Protos = (Arc<Cluster>, Option<Arc<ClusterLoadAssignment>>);
+/// A cluster's resources: the Cluster, and its ClusterLoadAssignment when it uses EDS.
+type Protos = (
+    Arc<Packed<Cluster>>,
+    Option<Arc<Packed<ClusterLoadAssignment>>>,
+);
+
+type ClusterLists = (
+    Shared<Packed<Cluster>>,
+    Shared<Packed<ClusterLoadAssignment>>,
+);
 
 /// One fleet's cluster protos, in the order of its IR cluster map.
 struct FleetClusters {
@@ -97,7 +105,7 @@ struct FleetClusters {
     infrastructure: ir::Infrastructure,
     protos: Arc<Vec<Protos>>,
     /// The cluster and endpoint lists made from `protos`.
-    lists: (Shared<Cluster>, Shared<ClusterLoadAssignment>),
+    lists: ClusterLists,
     /// The call that last used the entry.
     stamp: u64,
 }
@@ -117,11 +125,7 @@ impl Memo {
     /// The fleet's cluster protos: the previous call's list when the IR map is the same
     /// `Arc`; else the previous protos of the clusters that are the same `Arc`, found by
     /// walking both (sorted) maps, and new ones for the rest.
-    fn fleet_clusters(
-        &mut self,
-        gateway: &ObjectKey,
-        fleet: &ir::Fleet,
-    ) -> (Shared<Cluster>, Shared<ClusterLoadAssignment>) {
+    fn fleet_clusters(&mut self, gateway: &ObjectKey, fleet: &ir::Fleet) -> ClusterLists {
         let stamp = self.stamp;
         let prev = self
             .fleets
@@ -143,20 +147,22 @@ impl Memo {
             .flatten()
             .peekable();
         let mut reused = 0;
-        let protos: Vec<Protos> = fleet
-            .clusters
-            .iter()
-            .map(|(name, c)| {
-                while old.next_if(|((n, _), _)| *n < name).is_some() {}
-                match old.next_if(|((n, _), _)| *n == name) {
+        let packer = cluster::Packer::new(metadata::infrastructure(&fleet.infrastructure));
+        let clusters: Vec<_> = fleet.clusters.iter().collect();
+        let protos: Vec<Protos> = crate::par::map_or_make(
+            &clusters,
+            |(name, c)| {
+                while old.next_if(|((n, _), _)| n < name).is_some() {}
+                match old.next_if(|((n, _), _)| n == name) {
                     Some(((_, was), protos)) if Arc::ptr_eq(was, c) => {
                         reused += 1;
-                        protos.clone()
+                        Some(protos.clone())
                     }
-                    _ => cluster_protos(c, &fleet.infrastructure),
+                    _ => None,
                 }
-            })
-            .collect();
+            },
+            |(_, c)| cluster_protos(c, &packer),
+        );
         // Every proto the same as before (a new map of the same clusters): the same lists.
         let lists = match prev {
             Some(p) if reused == protos.len() && reused == p.protos.len() => p.lists.clone(),
@@ -176,16 +182,16 @@ impl Memo {
     }
 }
 
-/// Builds a cluster's protos.
-fn cluster_protos(c: &ir::Cluster, infrastructure: &ir::Infrastructure) -> Protos {
-    let cluster = cluster::cluster(c, metadata::infrastructure(infrastructure));
+/// Builds and packs a cluster's resources.
+fn cluster_protos(c: &ir::Cluster, packer: &cluster::Packer) -> Protos {
     let endpoints = match &c.discovery {
-        ir::Discovery::Eds(endpoints) => {
-            Some(Arc::new(endpoint::load_assignment(&c.name, endpoints)))
-        }
+        ir::Discovery::Eds(endpoints) => Some(Arc::new(Packed::new(
+            &c.name,
+            &endpoint::load_assignment(&c.name, endpoints),
+        ))),
         ir::Discovery::Dns(_) => None,
     };
-    (cluster, endpoints)
+    (Arc::new(packer.pack(c)), endpoints)
 }
 
 /// Builds one fleet's Envoy resources from its IR.
@@ -244,13 +250,13 @@ pub fn fleet_config_with(
         }
     }
     let (clusters, endpoints) = match memo.as_deref_mut() {
-        None => cluster_lists(
-            &fleet
-                .clusters
-                .values()
-                .map(|c| cluster_protos(c, &fleet.infrastructure))
-                .collect::<Vec<_>>(),
-        ),
+        None => {
+            let packer = cluster::Packer::new(metadata::infrastructure(&fleet.infrastructure));
+            cluster_lists(&crate::par::map(
+                &fleet.clusters.values().collect::<Vec<_>>(),
+                |c| cluster_protos(c, &packer),
+            ))
+        }
         Some(m) => m.fleet_clusters(gateway, fleet),
     };
     let secret_origins: Vec<(&String, Vec<ObjectKey>)> = fleet
@@ -349,19 +355,20 @@ fn share<T: PartialEq>(new: Vec<Arc<T>>, prev: Option<&Shared<T>>) -> Shared<T> 
 }
 
 /// A fleet's cluster and endpoint lists from its cluster protos, sorted by name.
-fn cluster_lists(protos: &[Protos]) -> (Shared<Cluster>, Shared<ClusterLoadAssignment>) {
+fn cluster_lists(protos: &[Protos]) -> ClusterLists {
     let mut clusters = Vec::with_capacity(protos.len());
     let mut endpoints = Vec::with_capacity(protos.len());
     for (cluster, e) in protos {
         clusters.push(cluster.clone());
         endpoints.extend(e.iter().cloned());
     }
-    // In the IR map's (name) order already; sorting is the fallback.
-    if !clusters.is_sorted_by(|a, b| a.name <= b.name) {
-        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    (sorted(clusters), sorted(endpoints))
+}
+
+/// In the IR map's (name) order already; sorting is the fallback.
+fn sorted<T>(mut list: Vec<Arc<Packed<T>>>) -> Shared<Packed<T>> {
+    if !list.is_sorted_by(|a, b| a.name() <= b.name()) {
+        list.sort_by(|a, b| a.name().cmp(b.name()));
     }
-    if !endpoints.is_sorted_by(|a, b| a.cluster_name <= b.cluster_name) {
-        endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
-    }
-    (Arc::new(clusters), Arc::new(endpoints))
+    Arc::new(list)
 }

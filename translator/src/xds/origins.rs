@@ -65,17 +65,15 @@ impl<'a> Builder<'a> {
                 return prev.clone();
             }
         }
-        Arc::new(
-            entries
-                .into_iter()
-                .map(|e| {
-                    (
-                        (e.type_url.to_string(), e.name.to_string()),
-                        e.keys.into_owned(),
-                    )
-                })
-                .collect(),
-        )
+        // Mostly allocation (key strings, key lists): in parallel when many; the sorted
+        // result then builds the map in bulk.
+        let owned = crate::par::map(&entries, |e| {
+            (
+                (e.type_url.to_string(), e.name.to_string()),
+                e.keys.to_vec(),
+            )
+        });
+        Arc::new(owned.into_iter().collect())
     }
 }
 

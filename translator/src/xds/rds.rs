@@ -152,10 +152,9 @@ impl RdsMemo {
 }
 
 fn build_protos(routes: &[Arc<ir::Route>]) -> Vec<Arc<RouteProto>> {
-    routes
-        .iter()
-        .map(|r| Arc::new(RouteProto::new(super::route::route(r))))
-        .collect()
+    crate::par::map(routes, |r| {
+        Arc::new(RouteProto::new(super::route::route(r)))
+    })
 }
 
 fn virtual_host(vh: &ir::VirtualHost, memo: Option<&mut RdsMemo>) -> VirtualHostParts {

@@ -1,0 +1,63 @@
+//! Data parallelism for large inputs: a cold translation of thousands of routes splits its
+//! per-route and per-cluster work over the machine's cores (rayon's pool). Output order is
+//! the input order, so results are the same as a sequential run, byte for byte. Small
+//! inputs (an incremental call's few routes) stay on the calling thread: handing work to
+//! the pool costs more than it saves there.
+
+use rayon::prelude::*;
+
+/// Below this many items, work runs on the calling thread.
+pub const MIN_ITEMS: usize = 512;
+
+/// Items per task: enough that splitting costs little against the work.
+const MIN_LEN: usize = 128;
+
+/// `items.iter().map(f).collect()`, in parallel when `items` is large.
+pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    if items.len() < MIN_ITEMS {
+        return items.iter().map(f).collect();
+    }
+    items.par_iter().with_min_len(MIN_LEN).map(f).collect()
+}
+
+/// `items` mapped by `reuse` where it has an answer (called in order, on this thread) and by
+/// `make` where not (in parallel when many are left), in order.
+pub fn map_or_make<T: Sync, R: Send>(
+    items: &[T],
+    mut reuse: impl FnMut(&T) -> Option<R>,
+    make: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
+    let reused: Vec<Option<R>> = items.iter().map(&mut reuse).collect();
+    let missing: Vec<&T> = items
+        .iter()
+        .zip(&reused)
+        .filter(|(_, r)| r.is_none())
+        .map(|(t, _)| t)
+        .collect();
+    let mut made = map(&missing, |t| make(t)).into_iter();
+    reused
+        .into_iter()
+        .filter_map(|r| r.or_else(|| made.next()))
+        .collect()
+}
+
+/// `items.sort_unstable()`, in parallel when `items` is large.
+pub fn sort_unstable<T: Ord + Send>(items: &mut [T]) {
+    if items.len() < MIN_ITEMS {
+        items.sort_unstable();
+    } else {
+        items.par_sort_unstable();
+    }
+}
+
+/// Drops `items`, in parallel when many: freeing thousands of nested allocations is work too.
+pub fn drop<T: Send>(items: Vec<T>) {
+    if items.len() < MIN_ITEMS {
+        std::mem::drop(items);
+    } else {
+        items
+            .into_par_iter()
+            .with_min_len(MIN_LEN)
+            .for_each(std::mem::drop);
+    }
+}
