@@ -97,7 +97,7 @@ pub fn translate(resources: &Resources, options: &Options, feedback: &Feedback) 
 
 /// Translation that reuses the previous call's work for objects that did not change
 /// (`Resources::revisions`); what is reused when is described in `resolve::memo`. Pure: no
-/// I/O, no threads, only memory.
+/// I/O, only memory (large inputs use rayon's pool, as `translate` does: `par`).
 #[derive(Default)]
 pub struct Translator {
     memo: resolve::memo::Memo,

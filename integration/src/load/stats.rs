@@ -267,11 +267,12 @@ mod tests {
     #[test]
     fn reads_own_cpu_time() {
         let before = CpuTime::of(std::process::id()).expect("/proc/self/stat");
-        // Burn a little CPU so the clock-tick counter can move.
+        // Burn a little CPU until the clock-tick counter moves (other tests' threads may
+        // move it first: the loop ending is the check).
         let mut x = 0u64;
         while CpuTime::of(std::process::id()).expect("stat").since(before) <= 0.0 {
             x = x.wrapping_add(std::hint::black_box(1));
         }
-        assert!(x > 0);
+        std::hint::black_box(x);
     }
 }
