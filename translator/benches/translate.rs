@@ -3,8 +3,9 @@
 //! `full/N`: N HTTPRoutes (one rule, one backend each, every route its own Backend) translated
 //! from scratch and every resource of every fleet packed into a shared `Any` by a new
 //! `render::PackCache` (what `portico serve` does on start; the xDS server then shares those
-//! across streams). Dropping the result is not timed (criterion's `iter_with_large_drop`):
-//! `serve` keeps a result until the next one is published. `FULL=N` prints min / median /
+//! across streams). Dropping the result is not timed (`iter_batched`, one run per batch: each
+//! result is dropped after its run, outside the timing): `serve` keeps a result until the
+//! next one is published. `FULL=N` prints min / median /
 //! max of 40 runs and what the drop costs.
 //! (Before 2026-11-26 the drop was timed and the packing was `fleet_to_any`.)
 //! `full_shared_backends/N`: the same routes spread over 10 Backends (fewer clusters).
@@ -23,7 +24,7 @@ use std::fmt::Write;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, criterion_group};
+use criterion::{BatchSize::PerIteration, BenchmarkId, Criterion, criterion_group};
 use envoy_types::pb::google::protobuf::Any;
 use portico_translator::{
     Feedback, Options, Resources, Translation, Translator, render, render::SharedFleet, translate,
@@ -151,7 +152,7 @@ fn full(c: &mut Criterion) {
         eprintln!("full/{n}: {packed} encoded bytes");
         let mut group = configure(c);
         group.bench_with_input(BenchmarkId::new("full", n), &input, |b, input| {
-            b.iter_with_large_drop(|| translate_and_encode(input))
+            b.iter_batched(|| (), |()| translate_and_encode(input), PerIteration)
         });
         group.finish();
     }
@@ -161,7 +162,7 @@ fn full(c: &mut Criterion) {
     group.bench_with_input(
         BenchmarkId::new("full_shared_backends", n),
         &input,
-        |b, input| b.iter_with_large_drop(|| translate_and_encode(input)),
+        |b, input| b.iter_batched(|| (), |()| translate_and_encode(input), PerIteration),
     );
     group.finish();
 }
@@ -323,6 +324,7 @@ fn stages(n: usize) {
 fn full_runs(n: usize) {
     use std::time::Instant;
     let input = resources(n, n, false);
+    let cpu = cpu_ns();
     let (mut times, mut drops): (Vec<_>, Vec<_>) = (0..40)
         .map(|_| {
             let t = Instant::now();
@@ -333,10 +335,29 @@ fn full_runs(n: usize) {
             (made, t.elapsed())
         })
         .unzip();
+    let cpu = cpu_ns().saturating_sub(cpu) / 40;
     times.sort();
     drops.sort();
     eprintln!(
-        "full/{n}: min {:?}, median {:?}, max {:?} (40 runs); dropping the result: median {:?}",
-        times[0], times[20], times[39], drops[20]
+        "full/{n}: min {:?}, median {:?}, max {:?} (40 runs); dropping the result: median {:?}; \
+         CPU per run (all threads, drop included) {:?}",
+        times[0],
+        times[20],
+        times[39],
+        drops[20],
+        Duration::from_nanos(cpu)
     );
+}
+
+/// CPU time of every thread of this process so far, in ns (`/proc/self/task/*/schedstat`):
+/// on a shared machine, CPU time moves less than wall time with the neighbours.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }

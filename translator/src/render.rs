@@ -101,12 +101,10 @@ pub struct Packed<T> {
 }
 
 impl<T: Message + Name + Default> Packed<T> {
-    pub fn new(name: &str, message: &T) -> Self {
-        Packed {
-            name: name.into(),
-            any: Arc::new(pack(message)),
-            _type: std::marker::PhantomData,
-        }
+    /// `type_url` is `T::type_url()`, given as a constant: that one is formatted per call.
+    pub fn new(name: &str, type_url: &str, message: &T) -> Self {
+        debug_assert_eq!(type_url, T::type_url());
+        Self::from_encoded(name, type_url, message.encode_to_vec())
     }
 
     /// A resource encoded already (`value`: the encoding of a T).

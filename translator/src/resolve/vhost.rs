@@ -4,6 +4,7 @@
 //! changed routes' entries, inserts their new ones) instead of sorting all again.
 
 use std::cmp::{Ordering, Reverse};
+use std::fmt::Write;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -448,7 +449,15 @@ fn sort_entries(per_route: &[Arc<RouteEntries>]) -> Vec<Item> {
 fn entries(l: &ListenerModel, compiled: &Compiled, hostnames: &[String]) -> RouteEntries {
     let route = &compiled.route;
     let key = &route.head.key;
-    let kind = key.kind.to_ascii_lowercase();
+    let lower;
+    let kind = match key.kind.as_str() {
+        "HTTPRoute" => "httproute",
+        "GRPCRoute" => "grpcroute",
+        other => {
+            lower = other.to_ascii_lowercase();
+            &lower
+        }
+    };
     let hosts: Vec<Option<&String>> = if hostnames.is_empty() {
         vec![None]
     } else {
@@ -459,10 +468,14 @@ fn entries(l: &ListenerModel, compiled: &Compiled, hostnames: &[String]) -> Rout
         let rank = host_rank(host.map(String::as_str).or(l.spec.hostname.as_deref()));
         for (rule_index, rule) in route.rules.iter().enumerate() {
             for (mi, m) in rule.matches.iter().enumerate() {
-                let mut name = format!(
-                    "{kind}/{}/{}/{}/match/{mi}",
-                    key.namespace, key.name, rule.label
+                // Pushed, not formatted: one exact allocation per entry.
+                let parts = [kind, "/", &key.namespace, "/", &key.name, "/", &rule.label];
+                let host_len = host.map_or(0, |h| h.len() + 6);
+                let mut name = String::with_capacity(
+                    parts.iter().map(|p| p.len()).sum::<usize>() + 12 + host_len,
                 );
+                parts.iter().for_each(|p| name.push_str(p));
+                let _ = write!(name, "/match/{mi}");
                 if let Some(h) = host {
                     name.push_str("/host/");
                     name.push_str(h);

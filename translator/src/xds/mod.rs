@@ -187,6 +187,7 @@ fn cluster_protos(c: &ir::Cluster, packer: &cluster::Packer) -> Protos {
     let endpoints = match &c.discovery {
         ir::Discovery::Eds(endpoints) => Some(Arc::new(Packed::new(
             &c.name,
+            render::ENDPOINT,
             &endpoint::load_assignment(&c.name, endpoints),
         ))),
         ir::Discovery::Dns(_) => None,
