@@ -4,8 +4,8 @@
 //! changed routes' entries, inserts their new ones) instead of sorting all again.
 
 use std::cmp::{Ordering, Reverse};
-use std::fmt::Write;
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::sync::Arc;
 
 use crate::input::ObjectKey;

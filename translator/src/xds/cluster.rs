@@ -70,7 +70,11 @@ impl Packer {
 
     pub fn pack(&self, c: &IrCluster) -> Packed<Cluster> {
         if !matches!(c.discovery, Discovery::Eds(_)) || c.tls.is_some() {
-            return Packed::new(&c.name, render::CLUSTER, &*cluster(c, self.metadata.clone()));
+            return Packed::new(
+                &c.name,
+                render::CLUSTER,
+                &*cluster(c, self.metadata.clone()),
+            );
         }
         let template = &self.templates[slot(c.protocol)];
         let mut value = Vec::with_capacity(string::encoded_len(1, &c.name) + template.len());
