@@ -285,9 +285,9 @@ fn stages(n: usize) {
         let t = Instant::now();
         let packed: Vec<_> = fleets.iter().flat_map(render::fleet_to_any).collect();
         let n = bytes(&packed);
-        drop(packed);
         let t3 = t.elapsed();
         let t = Instant::now();
+        drop(packed);
         drop(fleets);
         drop(stage);
         let t4 = t.elapsed();

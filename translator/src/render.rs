@@ -100,7 +100,7 @@ pub struct Packed<T> {
     _type: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<T: Message + Name + Default> Packed<T> {
+impl<T: Message + Name> Packed<T> {
     /// `type_url` is `T::type_url()`, given as a constant: that one is formatted per call.
     pub fn new(name: &str, type_url: &str, message: &T) -> Self {
         debug_assert_eq!(type_url, T::type_url());
@@ -117,12 +117,6 @@ impl<T: Message + Name + Default> Packed<T> {
             }),
             _type: std::marker::PhantomData,
         }
-    }
-
-    /// The proto, decoded from the encoding (a fresh copy on every call).
-    pub fn proto(&self) -> T {
-        // These bytes came from `encode_to_vec` of a valid T, so they decode.
-        T::decode(&*self.any.value).unwrap_or_default()
     }
 
     /// (type URL, name, packed), as `fleet_to_any` lists them.
@@ -424,7 +418,7 @@ impl FleetPacks {
     }
 }
 
-impl<T: Message + Name + Default> ListPack<Packed<T>> {
+impl<T: Message + Name> ListPack<Packed<T>> {
     /// `update` for a list packed already: the packed resources are shared as they are.
     fn update_packed(
         &mut self,
