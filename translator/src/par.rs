@@ -20,24 +20,19 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> 
     items.par_iter().with_min_len(MIN_LEN).map(f).collect()
 }
 
-/// `items` mapped by `reuse` where it has an answer (called in order, on this thread) and by
-/// `make` where not (in parallel when many are left), in order.
-pub fn map_or_make<T: Sync, R: Send>(
-    items: &[T],
-    mut reuse: impl FnMut(&T) -> Option<R>,
-    make: impl Fn(&T) -> R + Sync + Send,
+/// `items` mapped by `reuse` (called in order, on this thread) where it has the result, and
+/// where it names what to make instead, by `make` (in parallel when many are left), in order.
+pub fn map_or_make<'a, T, M: Sync, R: Send>(
+    items: &'a [T],
+    reuse: impl FnMut(&'a T) -> Result<R, M>,
+    make: impl Fn(&M) -> R + Sync + Send,
 ) -> Vec<R> {
-    let reused: Vec<Option<R>> = items.iter().map(&mut reuse).collect();
-    let missing: Vec<&T> = items
-        .iter()
-        .zip(&reused)
-        .filter(|(_, r)| r.is_none())
-        .map(|(t, _)| t)
-        .collect();
-    let mut made = map(&missing, |t| make(t)).into_iter();
-    reused
+    let found: Vec<Result<R, M>> = items.iter().map(reuse).collect();
+    let missing: Vec<&M> = found.iter().filter_map(|f| f.as_ref().err()).collect();
+    let mut made = map(&missing, |m| make(m)).into_iter();
+    found
         .into_iter()
-        .filter_map(|r| r.or_else(|| made.next()))
+        .filter_map(|f| f.ok().or_else(|| made.next()))
         .collect()
 }
 

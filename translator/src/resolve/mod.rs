@@ -99,14 +99,17 @@ pub fn run_with(
     // the Gateways; counting on their listeners follows, in order).
     let attached_list = par::map_or_make(
         &routes,
-        |w| match (&memo, gens) {
-            (Some(m), Some(g)) if w.reused => m
-                .routes
-                .get(&w.hash)
-                .filter(|e| e.attach == g.attach)
-                .and_then(|e| e.attached.clone())
-                .inspect(|_| attachments_reused += 1),
-            _ => None,
+        |w| {
+            let kept = match (&memo, gens) {
+                (Some(m), Some(g)) if w.reused => m
+                    .routes
+                    .get(&w.hash)
+                    .filter(|e| e.attach == g.attach)
+                    .and_then(|e| e.attached.clone())
+                    .inspect(|_| attachments_reused += 1),
+                _ => None,
+            };
+            kept.ok_or(w)
         },
         |w| Arc::new(attach_route(&ctx, &gateways, &sets, &w.compiled.route)),
     );

@@ -110,11 +110,11 @@ pub fn compile_routes(
         _ => None,
     };
     let memo = memo.as_deref();
+    let sources: Vec<(usize, (Source, u64))> = sources.into_iter().enumerate().collect();
     // Memo hits first (cheap, in order), then the rest compiled, in parallel when many.
-    let found: Vec<Result<RouteWork, Miss>> = sources
-        .into_iter()
-        .enumerate()
-        .map(|(i, (source, hash))| {
+    par::map_or_make(
+        &sources,
+        |&(i, (source, hash))| {
             let (kind, meta) = (source.kind(), source.meta());
             let same_key = |e: &&memo::RouteMemo| {
                 let (ns, name) = memo::meta_names(meta, true);
@@ -158,20 +158,9 @@ pub fn compile_routes(
                 }),
                 None => Err((source, hash, revision)),
             }
-        })
-        .collect();
-    let misses: Vec<_> = found.iter().filter_map(|f| f.as_ref().err()).collect();
-    let mut compiled = par::map(&misses, |(source, hash, revision)| {
-        compile_one(ctx, *source, *hash, *revision, memo)
-    })
-    .into_iter();
-    found
-        .into_iter()
-        .filter_map(|f| match f {
-            Ok(work) => Some(work),
-            Err(_) => compiled.next(),
-        })
-        .collect()
+        },
+        |&(source, hash, revision): &Miss| compile_one(ctx, source, hash, revision, memo),
+    )
 }
 
 /// Finished clusters by name, shared: the previous call's map again when nothing changed.

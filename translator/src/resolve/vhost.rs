@@ -310,7 +310,8 @@ fn memoised(
     // Cached entries first; the others built (in parallel when many), then cached.
     let per_route: Vec<Arc<RouteEntries>> = par::map_or_make(
         placed,
-        |(ri, hostnames)| {
+        |placement| {
+            let (ri, hostnames) = placement;
             let hit = lm
                 .routes
                 .get_mut(&(Arc::as_ptr(&routes[*ri]) as usize))
@@ -320,7 +321,7 @@ fn memoised(
                     c.entries.clone()
                 });
             hits.push(hit.is_some());
-            hit
+            hit.ok_or(placement)
         },
         |(ri, hostnames)| Arc::new(entries(l, &routes[*ri], hostnames)),
     );

@@ -156,12 +156,12 @@ impl Memo {
                 match old.next_if(|((n, _), _)| n == name) {
                     Some(((_, was), protos)) if Arc::ptr_eq(was, c) => {
                         reused += 1;
-                        Some(protos.clone())
+                        Ok(protos.clone())
                     }
-                    _ => None,
+                    _ => Err(*c),
                 }
             },
-            |(_, c)| cluster_protos(c, &packer),
+            |c| cluster_protos(c, &packer),
         );
         // Every proto the same as before (a new map of the same clusters): the same lists.
         let lists = match prev {
