@@ -433,7 +433,7 @@ impl Reconciler {
         };
         let mut out = BTreeSet::new();
         for ((t, name), keys) in origins.iter() {
-            if t != type_url || !(names.is_empty() || names.contains(name)) {
+            if t != type_url || !(names.is_empty() || names.iter().any(|n| n == name)) {
                 continue;
             }
             for key in keys {

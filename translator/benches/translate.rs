@@ -324,8 +324,15 @@ fn stages(n: usize) {
 fn full_runs(n: usize) {
     use std::time::Instant;
     let input = resources(n, n, false);
+    // `FULL_RUNS=K`: K runs instead (e.g. a few under callgrind, whose counts do not depend
+    // on what else the machine runs).
+    let runs: usize = std::env::var("FULL_RUNS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(40)
+        .max(1);
     let cpu = cpu_ns();
-    let (mut times, mut drops): (Vec<_>, Vec<_>) = (0..40)
+    let (mut times, mut drops): (Vec<_>, Vec<_>) = (0..runs)
         .map(|_| {
             let t = Instant::now();
             let out = black_box(translate_and_encode(&input));
@@ -335,16 +342,16 @@ fn full_runs(n: usize) {
             (made, t.elapsed())
         })
         .unzip();
-    let cpu = cpu_ns().saturating_sub(cpu) / 40;
+    let cpu = cpu_ns().saturating_sub(cpu) / runs as u64;
     times.sort();
     drops.sort();
     eprintln!(
-        "full/{n}: min {:?}, median {:?}, max {:?} (40 runs); dropping the result: median {:?}; \
+        "full/{n}: min {:?}, median {:?}, max {:?} ({runs} runs); dropping the result: median {:?}; \
          CPU per run (all threads, drop included) {:?}",
         times[0],
-        times[20],
-        times[39],
-        drops[20],
+        times[runs / 2],
+        times[runs - 1],
+        drops[runs / 2],
         Duration::from_nanos(cpu)
     );
 }

@@ -92,7 +92,9 @@ pub struct FleetConfig {
 
 /// Translates everything: status for every owned object, config for every fleet.
 pub fn translate(resources: &Resources, options: &Options, feedback: &Feedback) -> Translation {
-    stage_two(resolve::run(resources, options, feedback), None)
+    let mut stage = resolve::run(resources, options, feedback);
+    let garbage = std::mem::take(&mut stage.garbage);
+    par::with_freeing(garbage, || stage_two(stage, None))
 }
 
 /// Translation that reuses the previous call's work for objects that did not change
@@ -135,8 +137,10 @@ impl Translator {
             self.memo.reuse.all_reused();
             return last.translation.clone();
         }
-        let stage = resolve::run_with(resources, options, feedback, Some(&mut self.memo));
-        let translation = stage_two(stage, Some(&mut self.xds));
+        let mut stage = resolve::run_with(resources, options, feedback, Some(&mut self.memo));
+        let garbage = std::mem::take(&mut stage.garbage);
+        let xds = &mut self.xds;
+        let translation = par::with_freeing(garbage, || stage_two(stage, Some(xds)));
         // Without a log there is no head to compare against next time.
         self.last = resources.changes().map(|log| Last {
             head: log.head(),

@@ -45,14 +45,35 @@ pub fn sort_unstable<T: Ord + Send>(items: &mut [T]) {
     }
 }
 
-/// Drops `items`, in parallel when many: freeing thousands of nested allocations is work too.
-pub fn drop<T: Send>(items: Vec<T>) {
-    if items.len() < MIN_ITEMS {
-        std::mem::drop(items);
-    } else {
-        items
-            .into_par_iter()
-            .with_min_len(MIN_LEN)
-            .for_each(std::mem::drop);
+/// What a stage has finished with, to be freed on the pool while the next stage runs
+/// (`with_freeing`): freeing thousands of nested allocations is work too, and the next
+/// stage leaves a core idle at times (its sequential parts).
+#[derive(Default)]
+pub struct Garbage(Vec<Box<dyn Send>>);
+
+impl Garbage {
+    /// Adds `items`, in pieces of `MIN_LEN` when many, so that both cores free them.
+    pub fn vec<T: Send + 'static>(&mut self, mut items: Vec<T>) {
+        while items.len() > MIN_LEN {
+            let piece = items.split_off(items.len() - MIN_LEN);
+            self.0.push(Box::new(piece));
+        }
+        self.0.push(Box::new(items));
     }
+
+    /// Adds one thing, freed whole.
+    pub fn one<T: Send + 'static>(&mut self, thing: T) {
+        self.0.push(Box::new(thing));
+    }
+}
+
+/// `f()`, with `garbage` freed beside it on the pool when there is much of it. Returns once
+/// both are done.
+pub fn with_freeing<R: Send>(garbage: Garbage, f: impl FnOnce() -> R + Send) -> R {
+    if garbage.0.len() < MIN_ITEMS / MIN_LEN {
+        std::mem::drop(garbage);
+        return f();
+    }
+    let free = move || garbage.0.into_par_iter().for_each(std::mem::drop);
+    rayon::join(f, free).0
 }

@@ -44,6 +44,8 @@ pub struct StageOne {
     /// no status changed.
     pub statuses: Arc<Vec<ObjectStatus>>,
     pub problems: Vec<Problem>,
+    /// What stage one finished with, for the caller to free while stage two runs.
+    pub garbage: par::Garbage,
 }
 
 pub fn run(resources: &Resources, options: &Options, feedback: &Feedback) -> StageOne {
@@ -83,7 +85,7 @@ pub fn run_with(
         routes.iter().flat_map(|w| &w.compiled.clusters).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named.dedup_by(|later, first| later.0 == first.0);
-    let mut clusters: ClusterMap = named
+    let mut clusters_by_name: ClusterMap = named
         .into_iter()
         .map(|(name, entry)| (name.clone(), entry.clone()))
         .collect();
@@ -169,8 +171,8 @@ pub fn run_with(
         }
         m.routes.retain(|_, e| e.stamp == stamp);
     }
-    let stream = streams::run(&mut ctx, &mut gateways, &sets, &mut clusters);
-    let clusters = finish_clusters(&ctx, &clusters, memo.as_deref_mut(), gens);
+    let stream = streams::run(&mut ctx, &mut gateways, &sets, &mut clusters_by_name);
+    let finished = finish_clusters(&ctx, &clusters_by_name, memo.as_deref_mut(), gens);
     policy_uses.extend(stream.policy_uses.iter().copied());
     statuses.extend(policy_statuses(&ctx, &gateways, &policy_uses));
     for (head, outcomes, invalid, unresolved, notes) in &stream.statuses {
@@ -195,7 +197,7 @@ pub fn run_with(
                 &compiled,
                 &placements,
                 &stream.placements,
-                &clusters,
+                &finished,
                 memo.as_deref_mut().map(|m| &mut m.vhosts),
             ),
         );
@@ -254,8 +256,9 @@ pub fn run_with(
     merged.extend(shared.map(|(s, a)| (s, Some(a))));
     let statuses = match memo.as_deref_mut() {
         Some(m) => m.statuses(&merged),
-        None => Arc::new(merged.iter().map(|(s, _)| (*s).clone()).collect()),
+        None => Arc::new(par::map(&merged, |(s, _)| (*s).clone())),
     };
+    drop(merged);
     if let Some(m) = memo.as_deref_mut() {
         m.reuse.route_entries_reused = std::mem::take(&mut m.vhosts.reused);
         m.vhosts.end();
@@ -272,13 +275,19 @@ pub fn run_with(
         });
     }
     // Without a memo these hold the only references to thousands of compiled routes.
-    par::drop(routes);
-    par::drop(compiled);
-    par::drop(attached_all);
+    let mut garbage = par::Garbage::default();
+    garbage.vec(routes);
+    garbage.vec(compiled);
+    garbage.vec(attached_all);
+    garbage.vec(route_statuses);
+    garbage.vec(clusters_by_name.into_iter().collect());
+    garbage.one(finished);
+    garbage.one(placements);
     StageOne {
         ir,
         statuses,
         problems,
+        garbage,
     }
 }
 

@@ -224,6 +224,7 @@ pub fn run(
         ir,
         statuses,
         problems,
+        garbage: Default::default(),
     })
 }
 

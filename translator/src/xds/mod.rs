@@ -16,7 +16,6 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::{Message, Name};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -214,8 +213,7 @@ pub fn fleet_config_with(
     let mut listeners = Vec::new();
     let mut routes = Vec::new();
     let mut secrets = Vec::new();
-    // Gathered by reference in insertion order (clusters, endpoints, ports, secrets).
-    let mut port_origins = Vec::new();
+    let mut origins = origins::Origins::new(fleet.clusters.clone());
     for port in &fleet.ports {
         let mut l = listener::listener(port, &fleet.addresses);
         l.metadata = metadata::infrastructure(&fleet.infrastructure);
@@ -231,21 +229,21 @@ pub fn fleet_config_with(
                 .iter()
                 .any(|o| Arc::ptr_eq(o, &port.origins))
         });
-        let keys: Cow<'_, [ObjectKey]> = if known || port.origins.is_sorted() {
+        let keys = if known || port.origins.is_sorted() {
             if let Some(m) = memo.as_deref_mut() {
                 m.sorted_origins[1].push(port.origins.clone());
             }
-            Cow::Borrowed(&port.origins[..])
+            port.origins.clone()
         } else {
             let mut sorted = port.origins.to_vec();
             sorted.sort();
-            Cow::Owned(sorted)
+            Arc::new(sorted)
         };
-        port_origins.push((render::LISTENER, port.name.clone(), keys.clone()));
+        origins.push(render::LISTENER, port.name.clone(), keys.clone());
         if !port.virtual_hosts.is_empty() {
             let memo = memo.as_deref_mut().map(|m| &mut m.routes);
             for rc in rds::route_configurations(port, memo) {
-                port_origins.push((render::ROUTE, rc.name.clone(), keys.clone()));
+                origins.push(render::ROUTE, rc.name.clone(), keys.clone());
                 routes.push(Arc::new(rc));
             }
         }
@@ -260,61 +258,15 @@ pub fn fleet_config_with(
         }
         Some(m) => m.fleet_clusters(gateway, fleet),
     };
-    let secret_origins: Vec<(&String, Vec<ObjectKey>)> = fleet
-        .secrets
-        .values()
-        .map(|s| {
-            secrets.push(Arc::new(secret::secret(s)));
-            let (ns, name) = s.name.split_once('/').unwrap_or(("", &s.name));
-            (
-                &s.name,
-                vec![ObjectKey::new("Secret", ns, name), gateway.clone()],
-            )
-        })
-        .collect();
-    // The map follows from the cluster map, each port's (type, name, origins list) and the
-    // secret names: when those are the same (`Arc`s), so is the map.
-    let sig = origins::Inputs {
-        clusters: fleet.clusters.clone(),
-        ports: port_origins
-            .iter()
-            .map(|(t, name, keys)| {
-                let list = fleet
-                    .ports
-                    .iter()
-                    .find(|p| matches!(keys, Cow::Borrowed(k) if std::ptr::eq(*k, &p.origins[..])))
-                    .map(|p| p.origins.clone());
-                (*t, name.clone(), list)
-            })
-            .collect(),
-        secrets: secret_origins.iter().map(|(n, _)| (*n).clone()).collect(),
-    };
-    let origins = if let Some(m) = memo.as_deref_mut()
-        && let Some(same) = m.origins.unchanged(gateway, &sig)
-    {
-        same
-    } else {
-        let mut entries = origins::Builder::with_capacity(
-            fleet.clusters.len() + endpoints.len() + port_origins.len() + secret_origins.len(),
-        );
-        for c in fleet.clusters.values() {
-            entries.push(render::CLUSTER, &c.name, Cow::Borrowed(&c.origins));
-        }
-        // A cluster has a ClusterLoadAssignment exactly when it uses EDS.
-        for c in fleet
-            .clusters
-            .values()
-            .filter(|c| matches!(c.discovery, ir::Discovery::Eds(_)))
-        {
-            entries.push(render::ENDPOINT, &c.name, Cow::Borrowed(&c.origins));
-        }
-        for (type_url, name, keys) in &port_origins {
-            entries.push(type_url, name, Cow::Borrowed(keys));
-        }
-        for (name, keys) in secret_origins {
-            entries.push(render::SECRET, name, Cow::Owned(keys));
-        }
-        entries.finish(memo.as_deref().and_then(|m| m.origins.previous(gateway)))
+    for s in fleet.secrets.values() {
+        secrets.push(Arc::new(secret::secret(s)));
+        let (ns, name) = s.name.split_once('/').unwrap_or(("", &s.name));
+        let keys = vec![ObjectKey::new("Secret", ns, name), gateway.clone()];
+        origins.push(render::SECRET, s.name.clone(), Arc::new(keys));
+    }
+    let origins = match memo.as_deref_mut() {
+        Some(m) => m.origins.share(gateway, origins),
+        None => Arc::new(origins),
     };
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
     routes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -328,7 +280,6 @@ pub fn fleet_config_with(
         origins,
     };
     if let Some(m) = memo {
-        m.origins.keep(gateway, &out.origins, sig);
         m.configs.insert(gateway.clone(), (m.stamp, out.clone()));
     }
     out

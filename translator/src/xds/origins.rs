@@ -1,136 +1,124 @@
 //! `FleetConfig::origins`: which input objects produced each resource of a fleet.
 //!
-//! A fleet with thousands of clusters has tens of thousands of entries, and building the map
-//! is mostly allocation (two key strings and a list of keys per entry). Incremental calls
-//! usually produce the same map again, so the entries are first gathered by reference, in
-//! map order, and compared with the previous call's map: when equal, that map is shared
-//! (`Arc`) instead of rebuilt.
+//! A fleet with thousands of clusters has tens of thousands of resources. A map of them
+//! would cost several allocations per resource on every translation, and it is read only
+//! when Envoy rejects something (to name the objects behind it). So `Origins` keeps what
+//! the map would be made from, shared with the IR (the fleet's cluster map, each port's
+//! origin list), and answers from that when asked.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::ObjectKey;
+use crate::ir;
+use crate::render;
 
-/// (type URL, resource name) -> the input objects that produced it.
-pub type Origins = BTreeMap<(String, String), Vec<ObjectKey>>;
-
-/// One entry, borrowed from the IR where it can be.
-pub struct Entry<'a> {
-    pub type_url: &'static str,
-    pub name: &'a str,
-    pub keys: Cow<'a, [ObjectKey]>,
+/// (type URL, resource name) -> the input objects that produced it, for one fleet.
+#[derive(Clone, Debug, Default)]
+pub struct Origins {
+    /// Each cluster's origins name its Cluster, and its ClusterLoadAssignment when it uses
+    /// EDS.
+    clusters: Arc<BTreeMap<String, Arc<ir::Cluster>>>,
+    /// Listeners, route configurations and secrets: (type URL, name, origins), in the order
+    /// they were added; a later entry for the same resource replaces an earlier one.
+    others: Vec<(&'static str, String, Arc<Vec<ObjectKey>>)>,
 }
 
-/// Entries gathered in insertion order; a later entry for the same resource replaces an
-/// earlier one, as `BTreeMap::insert` would.
-#[derive(Default)]
-pub struct Builder<'a> {
-    entries: Vec<Entry<'a>>,
-}
-
-impl<'a> Builder<'a> {
-    pub fn with_capacity(n: usize) -> Self {
-        Self {
-            entries: Vec::with_capacity(n),
+impl Origins {
+    pub fn new(clusters: Arc<BTreeMap<String, Arc<ir::Cluster>>>) -> Self {
+        Origins {
+            clusters,
+            others: Vec::new(),
         }
     }
 
-    pub fn push(&mut self, type_url: &'static str, name: &'a str, keys: Cow<'a, [ObjectKey]>) {
-        self.entries.push(Entry {
-            type_url,
-            name,
-            keys,
-        });
+    /// Adds a listener's, route configuration's or secret's origins.
+    pub fn push(&mut self, type_url: &'static str, name: String, keys: Arc<Vec<ObjectKey>>) {
+        self.others.push((type_url, name, keys));
     }
 
-    /// The map, shared with `previous` when it has exactly these entries.
-    pub fn finish(mut self, previous: Option<&Arc<Origins>>) -> Arc<Origins> {
-        // Stable: among equal keys the last pushed ends up last, and is the one kept.
-        self.entries
-            .sort_by(|a, b| (a.type_url, a.name).cmp(&(b.type_url, b.name)));
-        let mut entries: Vec<Entry<'a>> = Vec::with_capacity(self.entries.len());
-        for e in self.entries {
-            match entries.last_mut() {
-                Some(last) if (last.type_url, last.name) == (e.type_url, e.name) => *last = e,
-                _ => entries.push(e),
-            }
+    /// The objects behind one resource.
+    pub fn get(&self, type_url: &str, name: &str) -> Option<&[ObjectKey]> {
+        let cluster = |eds_only: bool| {
+            let c = self.clusters.get(name)?;
+            (!eds_only || matches!(c.discovery, ir::Discovery::Eds(_))).then_some(&c.origins[..])
+        };
+        match type_url {
+            render::CLUSTER => cluster(false),
+            render::ENDPOINT => cluster(true),
+            _ => (self.others.iter().rev())
+                .find(|(t, n, _)| *t == type_url && n == name)
+                .map(|(_, _, keys)| &keys[..]),
         }
-        if let Some(prev) = previous {
-            let same = prev.len() == entries.len()
-                && prev.iter().zip(&entries).all(|((k, v), e)| {
-                    k.0 == e.type_url && k.1 == e.name && v.as_slice() == e.keys.as_ref()
-                });
-            if same {
-                return prev.clone();
-            }
-        }
-        // Mostly allocation (key strings, key lists): in parallel when many; the sorted
-        // result then builds the map in bulk.
-        let owned = crate::par::map(&entries, |e| {
-            (
-                (e.type_url.to_string(), e.name.to_string()),
-                e.keys.to_vec(),
+    }
+
+    /// Every resource with its origins, by (type URL, name).
+    pub fn iter(&self) -> impl Iterator<Item = ((&'static str, &str), &[ObjectKey])> {
+        let clusters = self.clusters.values();
+        let mut all: Vec<((&'static str, &str), &[ObjectKey])> = (clusters.clone())
+            .map(|c| ((render::CLUSTER, c.name.as_str()), &c.origins[..]))
+            .chain(
+                clusters
+                    .filter(|c| matches!(c.discovery, ir::Discovery::Eds(_)))
+                    .map(|c| ((render::ENDPOINT, c.name.as_str()), &c.origins[..])),
             )
-        });
-        Arc::new(owned.into_iter().collect())
+            .chain((self.others.iter()).map(|(t, n, keys)| ((*t, n.as_str()), &keys[..])))
+            .collect();
+        // Stable: of entries for the same resource, the last added ends up last and is kept.
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<((&'static str, &str), &[ObjectKey])> = Vec::with_capacity(all.len());
+        for e in all {
+            match kept.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => kept.push(e),
+            }
+        }
+        kept.into_iter()
     }
-}
 
-/// A port's origins list as the IR shares it.
-type PortOrigins = Option<Arc<Vec<ObjectKey>>>;
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
 
-/// What a fleet's map is made from, held (`Arc`s) so that addresses compared are live ones.
-pub struct Inputs {
-    pub clusters: Arc<BTreeMap<String, Arc<crate::ir::Cluster>>>,
-    /// (type URL, resource name, the port's origins list; None when it was not used as is).
-    pub ports: Vec<(&'static str, String, PortOrigins)>,
-    pub secrets: Vec<String>,
-}
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 
-impl Inputs {
-    fn same(&self, other: &Inputs) -> bool {
-        let list_eq =
-            |a: &Option<Arc<Vec<ObjectKey>>>, b: &Option<Arc<Vec<ObjectKey>>>| match (a, b) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                _ => false,
-            };
+    /// Made from the same pieces (the same `Arc`s): then the same entries.
+    fn same_inputs(&self, other: &Origins) -> bool {
         Arc::ptr_eq(&self.clusters, &other.clusters)
-            && self.secrets == other.secrets
-            && self.ports.len() == other.ports.len()
-            && self
-                .ports
-                .iter()
-                .zip(&other.ports)
-                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && list_eq(&a.2, &b.2))
+            && self.others.len() == other.others.len()
+            && (self.others.iter().zip(&other.others))
+                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && Arc::ptr_eq(&a.2, &b.2))
     }
 }
 
-/// The previous call's maps, by fleet, with what they were made from.
+impl PartialEq for Origins {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_inputs(other) || self.iter().eq(other.iter())
+    }
+}
+
+/// The previous call's origins, by fleet: handed out again (the same `Arc`) while made from
+/// the same pieces, so that consumers can tell an unchanged map by its pointer.
 #[derive(Default)]
 pub struct OriginsMemo {
-    prev: HashMap<ObjectKey, (Arc<Origins>, Inputs)>,
-    next: HashMap<ObjectKey, (Arc<Origins>, Inputs)>,
+    prev: HashMap<ObjectKey, Arc<Origins>>,
+    next: HashMap<ObjectKey, Arc<Origins>>,
 }
 
 impl OriginsMemo {
-    pub fn previous(&self, gateway: &ObjectKey) -> Option<&Arc<Origins>> {
-        self.prev.get(gateway).map(|p| &p.0)
+    /// `origins`, or the previous call's when made from the same pieces.
+    pub fn share(&mut self, gateway: &ObjectKey, origins: Origins) -> Arc<Origins> {
+        let shared = match self.prev.get(gateway) {
+            Some(p) if p.same_inputs(&origins) => p.clone(),
+            _ => Arc::new(origins),
+        };
+        self.next.insert(gateway.clone(), shared.clone());
+        shared
     }
 
-    /// The previous map, when it was made from the same inputs.
-    pub fn unchanged(&self, gateway: &ObjectKey, inputs: &Inputs) -> Option<Arc<Origins>> {
-        self.prev
-            .get(gateway)
-            .filter(|p| p.1.same(inputs))
-            .map(|p| p.0.clone())
-    }
-
-    pub fn keep(&mut self, gateway: &ObjectKey, origins: &Arc<Origins>, inputs: Inputs) {
-        self.next.insert(gateway.clone(), (origins.clone(), inputs));
-    }
-
-    /// Ends a call: maps of fleets this call did not build are forgotten.
+    /// Ends a call: origins of fleets this call did not build are forgotten.
     pub fn end(&mut self) {
         self.prev = std::mem::take(&mut self.next);
     }
@@ -144,29 +132,61 @@ mod tests {
         ObjectKey::new("HTTPRoute", "ns", name)
     }
 
+    fn cluster(name: &str, eds: bool) -> Arc<ir::Cluster> {
+        Arc::new(ir::Cluster {
+            name: name.into(),
+            protocol: ir::UpstreamProtocol::Http1,
+            discovery: if eds {
+                ir::Discovery::Eds(Vec::new())
+            } else {
+                ir::Discovery::Dns(Vec::new())
+            },
+            tls: None,
+            origins: vec![key(name)],
+        })
+    }
+
     #[test]
-    fn later_entries_win_and_equal_maps_are_shared() {
-        let (a, b) = ([key("a")], [key("b")]);
-        let build = |previous| {
-            let mut o = Builder::default();
-            o.push("t2", "x", Cow::Borrowed(&a[..]));
-            o.push("t1", "y", Cow::Borrowed(&a[..]));
-            o.push("t2", "x", Cow::Borrowed(&b[..]));
-            o.finish(previous)
+    fn entries_sorted_later_ones_win_and_same_pieces_are_shared() {
+        let clusters: Arc<BTreeMap<String, Arc<ir::Cluster>>> = Arc::new(
+            [cluster("c1", true), cluster("c0", false)]
+                .into_iter()
+                .map(|c| (c.name.clone(), c))
+                .collect(),
+        );
+        let (a, b) = (Arc::new(vec![key("a")]), Arc::new(vec![key("b")]));
+        let build = || {
+            let mut o = Origins::new(clusters.clone());
+            o.push(render::ROUTE, "x".into(), a.clone());
+            o.push(render::LISTENER, "y".into(), a.clone());
+            o.push(render::ROUTE, "x".into(), b.clone());
+            o
         };
-        let first = build(None);
-        let want: Origins = [
-            (("t1".into(), "y".into()), vec![key("a")]),
-            (("t2".into(), "x".into()), vec![key("b")]),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(*first, want);
-        assert!(Arc::ptr_eq(&build(Some(&first)), &first));
-        let mut other = Builder::default();
-        other.push("t1", "y", Cow::Borrowed(&a[..]));
-        let other = other.finish(Some(&first));
-        assert!(!Arc::ptr_eq(&other, &first));
-        assert_eq!(other.len(), 1);
+        let o = build();
+        let got: Vec<String> = o
+            .iter()
+            .map(|((t, n), k)| format!("{} {n} {}", t.rsplit('.').next().unwrap(), k[0].name))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "Cluster c0 c0",
+                "Cluster c1 c1",
+                "ClusterLoadAssignment c1 c1",
+                "Listener y a",
+                "RouteConfiguration x b",
+            ]
+        );
+        assert_eq!(o.get(render::ENDPOINT, "c0"), None);
+        assert_eq!(o.get(render::ROUTE, "x").unwrap()[0].name, "b");
+        let mut memo = OriginsMemo::default();
+        let gw = ObjectKey::new("Gateway", "ns", "gw");
+        let first = memo.share(&gw, build());
+        memo.end();
+        assert!(Arc::ptr_eq(&memo.share(&gw, build()), &first));
+        memo.end();
+        let mut other = Origins::new(clusters.clone());
+        other.push(render::ROUTE, "x".into(), Arc::new(vec![key("b")]));
+        assert!(!Arc::ptr_eq(&memo.share(&gw, other), &first));
     }
 }
