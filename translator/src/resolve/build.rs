@@ -11,7 +11,7 @@ use crate::resolve::context::StrHasher;
 use crate::resolve::gateway::GatewayModel;
 use crate::resolve::listener::ListenerModel;
 use crate::resolve::memo::Compiled;
-use crate::resolve::vhost::{VhostMemo, virtual_host};
+use crate::resolve::vhost::{FleetClusters, VhostMemo, virtual_host};
 
 /// Routes placed on one listener: (index into the compiled routes, narrowed hostnames).
 pub type Placements = BTreeMap<(usize, usize), Vec<(usize, Vec<String>)>>;
@@ -56,8 +56,9 @@ pub fn fleet<'a>(
     routes: &[std::sync::Arc<Compiled>],
     placements: &Placements,
     streams: &StreamPlacements,
-    clusters: &'a BTreeMap<String, Arc<ir::Cluster>>,
+    clusters: &'a FleetClusters,
     mut memo: Option<&mut VhostMemo>,
+    garbage: &mut crate::par::Garbage,
 ) -> Fleet {
     let mut fleet = Fleet {
         addresses: gw.addresses.clone(),
@@ -113,6 +114,7 @@ pub fn fleet<'a>(
                         .map(Vec::as_slice)
                         .unwrap_or_default(),
                     memo.as_deref_mut(),
+                    garbage,
                 );
                 // Its routes' origins and clusters are collected below, by reference.
                 p.virtual_hosts.push(vh);
@@ -196,12 +198,14 @@ pub fn fleet<'a>(
         names.extend(r.mirrors.iter().map(|m| m.cluster.as_str()));
     }
     let mut used: Vec<(&String, Arc<ir::Cluster>)> = Vec::with_capacity(names.len());
+    let mut modified = false;
     let mut add = |name: &'a String, c: &Arc<ir::Cluster>| {
         let mut c = c.clone();
         // The Gateway's backend client certificate goes on every TLS connection it makes.
         if let (true, Some(cert)) = (c.tls.is_some(), &gw.backend_client_cert) {
             if let Some(tls) = Arc::make_mut(&mut c).tls.as_mut() {
                 tls.client_certificate = Some(cert.clone());
+                modified = true;
             }
             used_secrets.insert(cert.clone());
         }
@@ -210,7 +214,7 @@ pub fn fleet<'a>(
     // In name order: one walk over all clusters when the fleet uses a good share of them,
     // else a lookup per (sorted) name.
     if names.len() * 4 >= clusters.len() {
-        for (n, c) in clusters {
+        for (n, c) in clusters.iter() {
             if names.contains(n.as_str()) {
                 add(n, c);
             }
@@ -224,10 +228,13 @@ pub fn fleet<'a>(
             }
         }
     }
-    fleet.clusters = match memo {
-        Some(m) => m.fleet_clusters(&gw.key, used),
+    // Every cluster, as it is (one Gateway, say): the map itself, shared.
+    let whole = (!modified && used.len() == clusters.len()).then_some(clusters);
+    fleet.clusters = match (memo, whole) {
+        (Some(m), _) => m.fleet_clusters(&gw.key, used, whole),
+        (None, Some(all)) => all.clone(),
         // In name order: a bulk build.
-        None => Arc::new(used.into_iter().map(|(n, c)| (n.clone(), c)).collect()),
+        (None, None) => Arc::new(used.into_iter().map(|(n, c)| (n.clone(), c)).collect()),
     };
     for name in used_secrets {
         if let Some(s) = gw.secrets.get(&name) {

@@ -153,10 +153,19 @@ impl<'a, T> Lookup<'a, T> {
             self.scans.fetch_add(visited, Ordering::Relaxed);
             return found.and_then(|i| self.list.get(i));
         }
-        let index = self
-            .index
-            .get_or_init(|| self.list.iter().map(|o| (names(o), o)).collect());
-        index.get(&(namespace, name)).copied()
+        self.index().get(&(namespace, name)).copied()
+    }
+
+    fn index(&self) -> &HashMap<(&'a str, &'a str), &'a T, BuildHasherDefault<StrHasher>> {
+        self.index.get_or_init(|| {
+            (self.list.iter())
+                .map(|o| {
+                    let meta = (self.meta)(o);
+                    let ns = meta.namespace.as_deref().unwrap_or("default");
+                    ((ns, meta.name.as_deref().unwrap_or_default()), o)
+                })
+                .collect()
+        })
     }
 }
 
@@ -191,6 +200,13 @@ impl<'a> Ctx<'a> {
         index
             .get(&(namespace.to_string(), service.to_string()))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// Indexes Services and Backends now: for many lookups to come (thousands of routes to
+    /// compile), so that they neither scan first nor wait on another thread's indexing.
+    pub fn index_lookups(&self) {
+        self.services.index();
+        self.backends.index();
     }
 
     /// A Portico Backend by namespace and name.

@@ -188,6 +188,7 @@ pub fn run_with(
     }
 
     let mut ir = Ir::default();
+    let mut garbage = par::Garbage::default();
     for (gi, gw) in gateways.iter().enumerate() {
         ir.fleets.insert(
             gw.fleet(),
@@ -199,6 +200,7 @@ pub fn run_with(
                 &stream.placements,
                 &finished,
                 memo.as_deref_mut().map(|m| &mut m.vhosts),
+                &mut garbage,
             ),
         );
         statuses.push(gateway_status::gateway_status(gw));
@@ -275,7 +277,6 @@ pub fn run_with(
         });
     }
     // Without a memo these hold the only references to thousands of compiled routes.
-    let mut garbage = par::Garbage::default();
     garbage.vec(routes);
     garbage.vec(compiled);
     garbage.vec(attached_all);

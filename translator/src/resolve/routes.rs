@@ -55,13 +55,17 @@ pub fn compile_one(
     memo: Option<&Memo>,
 ) -> RouteWork {
     let mut local = ClusterMap::new();
-    let (route, lookups) = recording_lookups(|| match source {
+    let mut compile = || match source {
         Source::Http(r) => http::compile_http(ctx, r, &mut local),
         Source::Grpc(r) => http::compile_grpc(ctx, r, &mut local),
-    });
-    let deps = match memo {
-        Some(m) => m.deps(&lookups),
-        None => Arc::from([]),
+    };
+    // Only the memo needs to know what was looked up.
+    let (route, deps) = match memo {
+        Some(m) => {
+            let (route, lookups) = recording_lookups(compile);
+            (route, m.deps(&lookups))
+        }
+        None => (compile(), Arc::from([])),
     };
     RouteWork {
         hash,
@@ -85,18 +89,26 @@ pub fn compile_routes(
     mut memo: Option<&mut Memo>,
     gens: Option<Generations>,
 ) -> Vec<RouteWork> {
-    let sources: Vec<(Source, u64)> = resources
-        .http_routes
-        .iter()
-        .map(|r| {
-            let (ns, name) = memo::meta_names(&r.metadata, true);
-            (Source::Http(r), memo::key_hash("HTTPRoute", ns, name))
-        })
-        .chain(resources.grpc_routes.iter().map(|r| {
-            let (ns, name) = memo::meta_names(&r.metadata, true);
-            (Source::Grpc(r), memo::key_hash("GRPCRoute", ns, name))
-        }))
+    // Key hashes find memo entries: without a memo they are not needed.
+    let hash = |kind, meta| match memo {
+        Some(_) => {
+            let (ns, name) = memo::meta_names(meta, true);
+            memo::key_hash(kind, ns, name)
+        }
+        None => 0,
+    };
+    let sources: Vec<(Source, u64)> = (resources.http_routes.iter())
+        .map(|r| (Source::Http(r), hash("HTTPRoute", &r.metadata)))
+        .chain(
+            (resources.grpc_routes.iter())
+                .map(|r| (Source::Grpc(r), hash("GRPCRoute", &r.metadata))),
+        )
         .collect();
+    // Most routes to be compiled (a cold start): index what they look up first.
+    let memo_routes = memo.as_deref().map_or(0, |m| m.routes.len());
+    if sources.len().saturating_sub(memo_routes) >= par::MIN_ITEMS {
+        ctx.index_lookups();
+    }
     // With the change log (and no duplicate keys), a route outside the changed set whose
     // Services and Backends did not change keeps its memo entry without checking revisions.
     let revisions = match memo.as_deref_mut() {

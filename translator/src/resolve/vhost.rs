@@ -120,11 +120,12 @@ impl VhostMemo {
     }
 
     /// A fleet's cluster map: the previous call's again when it holds the same clusters
-    /// (`Arc`s), else a new one.
+    /// (`Arc`s), else `whole` (when the fleet uses every cluster as it is), else a new one.
     pub fn fleet_clusters(
         &mut self,
         gateway: &ObjectKey,
         used: Vec<(&String, Arc<ir::Cluster>)>,
+        whole: Option<&FleetClusters>,
     ) -> FleetClusters {
         let stamp = self.stamp;
         if let Some((last, prev)) = self.clusters.get_mut(gateway)
@@ -137,7 +138,10 @@ impl VhostMemo {
             *last = stamp;
             return prev.clone();
         }
-        let map: FleetClusters = Arc::new(used.into_iter().map(|(n, c)| (n.clone(), c)).collect());
+        let map: FleetClusters = match whole {
+            Some(all) => all.clone(),
+            None => Arc::new(used.into_iter().map(|(n, c)| (n.clone(), c)).collect()),
+        };
         self.clusters.insert(gateway.clone(), (stamp, map.clone()));
         map
     }
@@ -223,6 +227,7 @@ pub fn virtual_host(
     routes: &[Arc<Compiled>],
     placed: &[(usize, Vec<String>)],
     memo: Option<&mut VhostMemo>,
+    garbage: &mut par::Garbage,
 ) -> (VirtualHost, Vec<usize>) {
     let domain = l
         .spec
@@ -256,6 +261,8 @@ pub fn virtual_host(
         .filter(|(_, e)| !e.items.is_empty())
         .map(|((ri, _), _)| *ri)
         .collect();
+    // Without a memo, the only references to thousands of entries.
+    garbage.vec(per_route);
     (vh, used)
 }
 
