@@ -50,6 +50,7 @@ pub fn host_rank(h: Option<&str>) -> (u8, Reverse<usize>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn fleet<'a>(
     gw_index: usize,
     gw: &GatewayModel,
