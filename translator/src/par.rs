@@ -20,6 +20,14 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> 
     items.par_iter().with_min_len(MIN_LEN).map(f).collect()
 }
 
+/// `items.into_iter().map(f).collect()`, in parallel when `items` is large.
+pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    if items.len() < MIN_ITEMS {
+        return items.into_iter().map(f).collect();
+    }
+    items.into_par_iter().with_min_len(MIN_LEN).map(f).collect()
+}
+
 /// `items` mapped by `reuse` (called in order, on this thread) where it has the result, and
 /// where it names what to make instead, by `make` (in parallel when many are left), in order.
 pub fn map_or_make<'a, T, M: Sync, R: Send>(

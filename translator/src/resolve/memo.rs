@@ -482,7 +482,7 @@ impl Memo {
                 return prev;
             }
         }
-        let list = Arc::new(merged.iter().map(|(s, _)| (*s).clone()).collect::<Vec<_>>());
+        let list = Arc::new(crate::par::map(merged, |(s, _)| (*s).clone()));
         self.statuses = Some((list.clone(), sources));
         list
     }

@@ -118,7 +118,10 @@ pub fn run_with(
     for (ri, (w, attached)) in routes.iter().zip(attached_list).enumerate() {
         let route = &w.compiled.route;
         attach::count(&mut gateways, &attached.outcomes);
-        attached_all.push(attached.clone());
+        // Only the memo keeps every attachment.
+        if memo.is_some() {
+            attached_all.push(attached.clone());
+        }
         let outcomes = &attached.outcomes;
         if attached.status.is_none() {
             continue;
@@ -137,7 +140,7 @@ pub fn run_with(
             }
         }
         report_http_route(&mut ctx, route, outcomes);
-        route_statuses.push(attached.clone());
+        route_statuses.push(attached);
     }
     if let (Some(m), Some(g)) = (memo.as_deref_mut(), gens) {
         m.reuse.attachments_reused = attachments_reused;
@@ -243,24 +246,24 @@ pub fn run_with(
     };
     statuses.sort_by(order);
     // Merge the (sorted) route statuses in; they never share a kind with the others.
-    let mut merged: Vec<(&ObjectStatus, Option<&Arc<Attached>>)> =
-        Vec::with_capacity(statuses.len() + route_statuses.len());
-    let mut shared = route_statuses
-        .iter()
-        .filter_map(|a| Some((a.status.as_ref()?, a)))
-        .peekable();
-    for own in &statuses {
-        while let Some((s, a)) = shared.next_if(|(s, _)| order(s, own).is_lt()) {
-            merged.push((s, Some(a)));
-        }
-        merged.push((own, None));
-    }
-    merged.extend(shared.map(|(s, a)| (s, Some(a))));
     let statuses = match memo.as_deref_mut() {
-        Some(m) => m.statuses(&merged),
-        None => Arc::new(par::map(&merged, |(s, _)| (*s).clone())),
+        Some(m) => {
+            let shared = (route_statuses.iter()).filter_map(|a| Some((a.status.as_ref()?, Some(a))));
+            let own = statuses.iter().map(|s| (s, None));
+            m.statuses(&merge_sorted(own, shared, |a, b| order(a.0, b.0)))
+        }
+        None => {
+            // The only references: each status is moved out, not copied.
+            let taken = par::map_owned(std::mem::take(&mut route_statuses), |a| {
+                match Arc::try_unwrap(a) {
+                    Ok(a) => a.status,
+                    Err(a) => a.status.clone(),
+                }
+            });
+            let shared = taken.into_iter().flatten();
+            Arc::new(merge_sorted(statuses, shared, |a, b| order(a, b)))
+        }
     };
-    drop(merged);
     if let Some(m) = memo.as_deref_mut() {
         m.reuse.route_entries_reused = std::mem::take(&mut m.vhosts.reused);
         m.vhosts.end();
@@ -320,6 +323,25 @@ fn attach_route(
         )
     });
     Attached { outcomes, status }
+}
+
+/// Two sorted lists as one, sorted; on a tie the item of `own` comes first.
+fn merge_sorted<T>(
+    own: impl IntoIterator<Item = T>,
+    shared: impl IntoIterator<Item = T>,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    let (own, shared) = (own.into_iter(), shared.into_iter());
+    let mut out = Vec::with_capacity(own.size_hint().0 + shared.size_hint().0);
+    let mut shared = shared.peekable();
+    for o in own {
+        while let Some(s) = shared.next_if(|s| order(s, &o).is_lt()) {
+            out.push(s);
+        }
+        out.push(o);
+    }
+    out.extend(shared);
+    out
 }
 
 /// Fleet -> the messages of Envoy's rejections, joined (Gateway status reports them).

@@ -36,10 +36,19 @@ pub type FleetClusters = Arc<std::collections::BTreeMap<String, Arc<ir::Cluster>
 pub struct RouteEntries {
     /// `namespace/name`, a tie-breaker.
     full_name: String,
-    /// The route's creation timestamp and kind, tie-breakers too.
-    created: String,
-    kind: String,
+    /// The route: its creation timestamp and kind are tie-breakers too.
+    compiled: Arc<Compiled>,
     items: Vec<(Rank, usize, usize, Arc<ir::Route>)>,
+}
+
+impl RouteEntries {
+    fn created(&self) -> &str {
+        &self.compiled.route.head.created
+    }
+
+    fn kind(&self) -> &str {
+        &self.compiled.route.head.key.kind
+    }
 }
 
 /// What a listener contributes to its routes' entries.
@@ -64,12 +73,12 @@ struct Item {
 fn precedence(a: &Item, b: &Item) -> Ordering {
     let (ea, eb) = (&*a.entries, &*b.entries);
     let (xa, xb) = (&ea.items[a.index], &eb.items[b.index]);
-    (xa.0, ea.created.is_empty())
-        .cmp(&(xb.0, eb.created.is_empty()))
-        .then_with(|| ea.created.cmp(&eb.created))
+    (xa.0, ea.created().is_empty())
+        .cmp(&(xb.0, eb.created().is_empty()))
+        .then_with(|| ea.created().cmp(eb.created()))
         .then_with(|| ea.full_name.cmp(&eb.full_name))
         .then_with(|| (xa.1, xa.2).cmp(&(xb.1, xb.2)))
-        .then_with(|| ea.kind.cmp(&eb.kind))
+        .then_with(|| ea.kind().cmp(eb.kind()))
         .then_with(|| a.index.cmp(&b.index))
 }
 
@@ -434,8 +443,8 @@ fn sort_entries(per_route: &[Arc<RouteEntries>]) -> Vec<Item> {
     for (i, e) in per_route.iter().enumerate() {
         for (j, (rank, rule_index, mi, _)) in e.items.iter().enumerate() {
             keys.push((
-                (*rank, e.created.is_empty()),
-                SortStr::new(&e.created),
+                (*rank, e.created().is_empty()),
+                SortStr::new(e.created()),
                 SortStr::new(&e.full_name),
                 *rule_index,
                 *mi,
@@ -454,7 +463,7 @@ fn sort_entries(per_route: &[Arc<RouteEntries>]) -> Vec<Item> {
 }
 
 /// One route's entries on one listener: one per (hostname, rule, match).
-fn entries(l: &ListenerModel, compiled: &Compiled, hostnames: &[String]) -> RouteEntries {
+fn entries(l: &ListenerModel, compiled: &Arc<Compiled>, hostnames: &[String]) -> RouteEntries {
     let route = &compiled.route;
     let key = &route.head.key;
     let lower;
@@ -525,8 +534,7 @@ fn entries(l: &ListenerModel, compiled: &Compiled, hostnames: &[String]) -> Rout
     items.shrink_to_fit();
     RouteEntries {
         full_name: format!("{}/{}", key.namespace, key.name),
-        created: route.head.created.clone(),
-        kind: key.kind.clone(),
+        compiled: compiled.clone(),
         items,
     }
 }
