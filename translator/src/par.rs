@@ -20,6 +20,15 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> 
     items.par_iter().with_min_len(MIN_LEN).map(f).collect()
 }
 
+/// `(a(), b())`, the two on the pool's two threads when `large`.
+pub fn join<A: Send, B: Send>(
+    large: bool,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if large { rayon::join(a, b) } else { (a(), b()) }
+}
+
 /// `items.into_iter().map(f).collect()`, in parallel when `items` is large.
 pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
     if items.len() < MIN_ITEMS {

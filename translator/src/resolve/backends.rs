@@ -48,6 +48,17 @@ pub struct ClusterEntry {
 /// Clusters by name, as compilation produces them.
 pub type ClusterMap = BTreeMap<String, Arc<ClusterEntry>>;
 
+/// The clusters one route names, in the order first named (the first definition of a name
+/// kept, as in `ClusterMap`): a route names a few, so a list beats a map.
+pub type ClusterList = Vec<Arc<ClusterEntry>>;
+
+/// Adds a route's clusters to the map: a name already there keeps its cluster.
+pub fn merge_clusters(map: &mut ClusterMap, list: ClusterList) {
+    for e in list {
+        map.entry(e.cluster.name.clone()).or_insert(e);
+    }
+}
+
 /// Adds the EndpointSlices' endpoints and origins to a compiled cluster (one without
 /// slices is already finished: the same `Arc`).
 pub fn finish(ctx: &Ctx, entry: &ClusterEntry) -> Arc<Cluster> {
@@ -114,7 +125,7 @@ pub fn resolve(
     from: (&str, &str),
     r: &BackendRef,
     traffic: Traffic,
-    clusters: &mut ClusterMap,
+    clusters: &mut ClusterList,
 ) -> Result<Resolved, RefError> {
     let (from_kind, from_ns) = from;
     let group = r.group.as_deref().unwrap_or_default();
@@ -235,16 +246,16 @@ pub fn resolve(
 
 /// The first backendRef to name a cluster defines it.
 fn add_cluster(
-    clusters: &mut ClusterMap,
+    clusters: &mut ClusterList,
     cluster: Cluster,
     slices: Option<(String, String, String, bool)>,
 ) {
-    clusters.entry(cluster.name.clone()).or_insert_with(|| {
-        Arc::new(ClusterEntry {
+    if !clusters.iter().any(|e| e.cluster.name == cluster.name) {
+        clusters.push(Arc::new(ClusterEntry {
             cluster: Arc::new(cluster),
             slices,
-        })
-    });
+        }));
+    }
 }
 
 /// Upstream protocol from an appProtocol, and whether WebSocket upgrades go through.
@@ -272,7 +283,7 @@ fn portico_backend(
     ns: &str,
     r: &BackendRef,
     traffic: Traffic,
-    clusters: &mut ClusterMap,
+    clusters: &mut ClusterList,
 ) -> Result<Resolved, RefError> {
     ctx.note_lookup(crate::backend_kind::KIND, ns, &r.name);
     let Some(backend) = ctx.backend(ns, &r.name) else {

@@ -67,7 +67,7 @@ fn rule_label(index: usize, name: &Option<String>) -> String {
 pub fn compile_http(
     ctx: &Ctx,
     route: &HttpRoute,
-    clusters: &mut crate::resolve::backends::ClusterMap,
+    clusters: &mut crate::resolve::backends::ClusterList,
 ) -> CompiledRoute {
     let mut spec: HttpRouteSpec = crate::resolve::model::http_route_spec(&route.spec);
     let mut out = CompiledRoute::new(head(
@@ -186,7 +186,7 @@ fn normalize_prefix(value: &str) -> String {
 pub fn compile_grpc(
     ctx: &Ctx,
     route: &GrpcRoute,
-    clusters: &mut crate::resolve::backends::ClusterMap,
+    clusters: &mut crate::resolve::backends::ClusterList,
 ) -> CompiledRoute {
     let mut spec: GrpcRouteSpec = convert(&route.spec);
     let mut out = CompiledRoute::new(head(

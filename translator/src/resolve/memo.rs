@@ -37,7 +37,8 @@ use crate::{Feedback, Options};
 /// A route compiled once: the route and the clusters its backendRefs produced.
 pub struct Compiled {
     pub route: CompiledRoute,
-    pub clusters: Vec<(String, Arc<ClusterEntry>)>,
+    /// The clusters it names, first definition of each name kept.
+    pub clusters: crate::resolve::backends::ClusterList,
 }
 
 /// A compiled route attached to its parents, and the status that follows.

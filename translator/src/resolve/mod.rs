@@ -73,7 +73,7 @@ pub fn run_with(
     let rejected = rejected_messages(feedback);
     let (mut gateways, sets) = gateway::build(&mut ctx, &classes, options, &rejected);
 
-    let mut routes = compile_routes(&ctx, resources, memo.as_deref_mut(), gens);
+    let routes = compile_routes(&ctx, resources, memo.as_deref_mut(), gens);
     if let Some(m) = memo.as_deref_mut() {
         m.reuse.routes_reused = routes.iter().filter(|w| w.reused).count();
         m.reuse.routes_compiled = routes.len() - m.reuse.routes_reused;
@@ -81,15 +81,29 @@ pub fn run_with(
     // First compiled route wins a cluster name (a name fixes the content anyway). Sorted by
     // reference (stable: the first stays first), then built in bulk: cheaper than thousands
     // of inserts, each with its own key copy.
-    let mut named: Vec<&(String, Arc<ClusterEntry>)> =
-        routes.iter().flat_map(|w| &w.compiled.clusters).collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named.dedup_by(|later, first| later.0 == first.0);
-    let mut clusters_by_name: ClusterMap = named
-        .into_iter()
-        .map(|(name, entry)| (name.clone(), entry.clone()))
-        .collect();
-    routes.sort_by(|a, b| a.compiled.route.head.key.cmp(&b.compiled.route.head.key));
+    let by_name = || {
+        let mut named: Vec<&Arc<ClusterEntry>> =
+            routes.iter().flat_map(|w| &w.compiled.clusters).collect();
+        named.sort_by(|a, b| a.cluster.name.cmp(&b.cluster.name));
+        named.dedup_by(|later, first| later.cluster.name == first.cluster.name);
+        (named.into_iter())
+            .map(|e| (e.cluster.name.clone(), e.clone()))
+            .collect::<ClusterMap>()
+    };
+    // The routes in key order (stable: duplicates keep their input order), found beside
+    // the cluster map when there are many.
+    let key_order = || {
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        order.sort_by(|&a, &b| {
+            let key = |i: usize| &routes[i].compiled.route.head.key;
+            key(a).cmp(key(b))
+        });
+        order
+    };
+    let (mut clusters_by_name, order) =
+        par::join(routes.len() >= par::MIN_ITEMS, by_name, key_order);
+    let mut unsorted: Vec<Option<routes::RouteWork>> = routes.into_iter().map(Some).collect();
+    let routes: Vec<routes::RouteWork> = order.iter().filter_map(|&i| unsorted[i].take()).collect();
     let compiled: Vec<Arc<Compiled>> = routes.iter().map(|w| w.compiled.clone()).collect();
     let mut placements = build::Placements::new();
     let mut policy_uses: BTreeSet<(usize, usize)> = BTreeSet::new();
@@ -248,18 +262,21 @@ pub fn run_with(
     // Merge the (sorted) route statuses in; they never share a kind with the others.
     let statuses = match memo.as_deref_mut() {
         Some(m) => {
-            let shared = (route_statuses.iter()).filter_map(|a| Some((a.status.as_ref()?, Some(a))));
+            let shared =
+                (route_statuses.iter()).filter_map(|a| Some((a.status.as_ref()?, Some(a))));
             let own = statuses.iter().map(|s| (s, None));
             m.statuses(&merge_sorted(own, shared, |a, b| order(a.0, b.0)))
         }
         None => {
             // The only references: each status is moved out, not copied.
-            let taken = par::map_owned(std::mem::take(&mut route_statuses), |a| {
-                match Arc::try_unwrap(a) {
-                    Ok(a) => a.status,
-                    Err(a) => a.status.clone(),
-                }
-            });
+            let taken =
+                par::map_owned(
+                    std::mem::take(&mut route_statuses),
+                    |a| match Arc::try_unwrap(a) {
+                        Ok(a) => a.status,
+                        Err(a) => a.status.clone(),
+                    },
+                );
             let shared = taken.into_iter().flatten();
             Arc::new(merge_sorted(statuses, shared, |a, b| order(a, b)))
         }

@@ -254,13 +254,13 @@ fn only_object<'a>(resources: &'a Resources, key: &ObjectKey) -> Option<Source<'
 }
 
 fn same_clusters(
-    a: &[(String, Arc<crate::resolve::backends::ClusterEntry>)],
-    b: &[(String, Arc<crate::resolve::backends::ClusterEntry>)],
+    a: &[Arc<crate::resolve::backends::ClusterEntry>],
+    b: &[Arc<crate::resolve::backends::ClusterEntry>],
 ) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)
-            .all(|((na, ea), (nb, eb))| na == nb && (Arc::ptr_eq(ea, eb) || **ea == **eb))
+            .all(|(ea, eb)| Arc::ptr_eq(ea, eb) || **ea == **eb)
 }
 
 /// Same parents, listeners, hostnames and errors: attachment counts, placements and

@@ -54,7 +54,7 @@ pub fn compile_one(
     revision: Option<u64>,
     memo: Option<&Memo>,
 ) -> RouteWork {
-    let mut local = ClusterMap::new();
+    let mut local = Vec::new();
     let mut compile = || match source {
         Source::Http(r) => http::compile_http(ctx, r, &mut local),
         Source::Grpc(r) => http::compile_grpc(ctx, r, &mut local),
@@ -72,7 +72,7 @@ pub fn compile_one(
         revision,
         compiled: Arc::new(Compiled {
             route,
-            clusters: local.into_iter().collect(),
+            clusters: local,
         }),
         deps,
         reused: false,

@@ -123,7 +123,7 @@ pub fn build_action(
     filters: &[Filter],
     backend_refs: &[BackendRef],
     traffic: Traffic,
-    clusters: &mut crate::resolve::backends::ClusterMap,
+    clusters: &mut crate::resolve::backends::ClusterList,
 ) -> RuleAction {
     // The route's key is lent out (instead of copying its kind and namespace per rule) while
     // the rest of the route takes notes; empty strings do not allocate.
@@ -158,7 +158,7 @@ fn action(
     filters: &[Filter],
     backend_refs: &[BackendRef],
     traffic: Traffic,
-    clusters: &mut crate::resolve::backends::ClusterMap,
+    clusters: &mut crate::resolve::backends::ClusterList,
 ) -> RuleAction {
     let mut out = RuleAction {
         action: Action::Direct {
@@ -380,7 +380,7 @@ fn resolve_mirror(
     ffield: &str,
     m: &crate::resolve::model::RequestMirror,
     traffic: Traffic,
-    clusters: &mut crate::resolve::backends::ClusterMap,
+    clusters: &mut crate::resolve::backends::ClusterList,
 ) -> Option<Mirror> {
     match backends::resolve(ctx, from, &m.backend_ref, traffic, clusters) {
         Ok(res) => {

@@ -102,22 +102,24 @@ pub fn run(
         for (i, rule) in inp.spec.rules.iter().enumerate() {
             for (j, r) in rule.backend_refs.iter().enumerate() {
                 let weight = r.weight.unwrap_or(1).max(0) as u32;
-                let cluster =
-                    match backends::resolve(ctx, (&kind, &ns), r, Traffic::Stream, clusters) {
-                        Ok(res) => {
-                            policies.extend(res.policy);
-                            Some(res.cluster)
-                        }
-                        Err(e) => {
-                            notes.push((
-                                format!("spec.rules[{i}].backendRefs[{j}]"),
-                                e.message.clone(),
-                                false,
-                            ));
-                            unresolved.get_or_insert(e);
-                            None
-                        }
-                    };
+                let mut named = Vec::new();
+                let resolved = backends::resolve(ctx, (&kind, &ns), r, Traffic::Stream, &mut named);
+                backends::merge_clusters(clusters, named);
+                let cluster = match resolved {
+                    Ok(res) => {
+                        policies.extend(res.policy);
+                        Some(res.cluster)
+                    }
+                    Err(e) => {
+                        notes.push((
+                            format!("spec.rules[{i}].backendRefs[{j}]"),
+                            e.message.clone(),
+                            false,
+                        ));
+                        unresolved.get_or_insert(e);
+                        None
+                    }
+                };
                 if weight > 0 {
                     backends_out.push(WeightedCluster {
                         cluster,
