@@ -92,9 +92,16 @@ pub struct FleetConfig {
 
 /// Translates everything: status for every owned object, config for every fleet.
 pub fn translate(resources: &Resources, options: &Options, feedback: &Feedback) -> Translation {
-    let mut stage = resolve::run(resources, options, feedback);
-    let garbage = std::mem::take(&mut stage.garbage);
-    par::with_freeing(garbage, || stage_two(stage, None))
+    par::on_pool(large(resources), || {
+        let mut stage = resolve::run(resources, options, feedback);
+        let garbage = std::mem::take(&mut stage.garbage);
+        par::with_freeing(garbage, || stage_two(stage, None))
+    })
+}
+
+/// Enough routes that translation splits its work over the pool (`par`).
+fn large(resources: &Resources) -> bool {
+    resources.http_routes.len() + resources.grpc_routes.len() >= par::MIN_ITEMS
 }
 
 /// Translation that reuses the previous call's work for objects that did not change
@@ -137,10 +144,14 @@ impl Translator {
             self.memo.reuse.all_reused();
             return last.translation.clone();
         }
-        let mut stage = resolve::run_with(resources, options, feedback, Some(&mut self.memo));
-        let garbage = std::mem::take(&mut stage.garbage);
-        let xds = &mut self.xds;
-        let translation = par::with_freeing(garbage, || stage_two(stage, Some(xds)));
+        // Most routes to compile (a first call): all of it on the pool, as `translate` does.
+        let cold = large(resources) && self.memo.routes.len() < par::MIN_ITEMS;
+        let (memo, xds) = (&mut self.memo, &mut self.xds);
+        let translation = par::on_pool(cold, || {
+            let mut stage = resolve::run_with(resources, options, feedback, Some(memo));
+            let garbage = std::mem::take(&mut stage.garbage);
+            par::with_freeing(garbage, || stage_two(stage, Some(xds)))
+        });
         // Without a log there is no head to compare against next time.
         self.last = resources.changes().map(|log| Last {
             head: log.head(),

@@ -20,6 +20,13 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> 
     items.par_iter().with_min_len(MIN_LEN).map(f).collect()
 }
 
+/// `f()`, run on the pool when `large`: its sequential parts then run on a pool thread while
+/// the caller sleeps, instead of beside pool threads that wait for work spinning (on a
+/// machine with as many cores as pool threads, three busy threads).
+pub fn on_pool<R: Send>(large: bool, f: impl FnOnce() -> R + Send) -> R {
+    if large { rayon::scope(|_| f()) } else { f() }
+}
+
 /// `(a(), b())`, the two on the pool's two threads when `large`.
 pub fn join<A: Send, B: Send>(
     large: bool,
