@@ -5,8 +5,8 @@
 //! `render::PackCache` (what `portico serve` does on start; the xDS server then shares those
 //! across streams). Dropping the result is not timed (`iter_batched`, one run per batch: each
 //! result is dropped after its run, outside the timing): `serve` keeps a result until the
-//! next one is published. `FULL=N` prints min / median / max of 40 runs and what the drop
-//! costs.
+//! next one is published. `FULL=N` prints min / median / max of 40 runs (`FULL_RUNS=K`: K)
+//! and what the drop costs.
 //! (Before 2026-11-26 the drop was timed and the packing was `fleet_to_any`.)
 //! `full_shared_backends/N`: the same routes spread over 10 Backends (fewer clusters).
 //! `one_route_change/N`: a warm `Translator` alternating between two versions of one route,

@@ -131,13 +131,6 @@ impl<'a, T> Lookup<'a, T> {
 
     /// The last object with this namespace and name (as an index built in order keeps).
     fn get(&self, namespace: &str, name: &str) -> Option<&'a T> {
-        let names = |o: &'a T| {
-            let meta = (self.meta)(o);
-            (
-                meta.namespace.as_deref().unwrap_or("default"),
-                meta.name.as_deref().unwrap_or_default(),
-            )
-        };
         if self.index.get().is_none()
             && self.scans.load(Ordering::Relaxed) < SCAN_BUDGET * self.list.len()
         {
@@ -146,7 +139,7 @@ impl<'a, T> Lookup<'a, T> {
                 .iter()
                 // Name first: in a long list most names differ, most namespaces do not.
                 .rposition(|o| {
-                    let (ns, n) = names(o);
+                    let (ns, n) = self.names(o);
                     n == name && ns == namespace
                 });
             let visited = found.map_or(self.list.len(), |i| self.list.len() - i);
@@ -157,15 +150,15 @@ impl<'a, T> Lookup<'a, T> {
     }
 
     fn index(&self) -> &HashMap<(&'a str, &'a str), &'a T, BuildHasherDefault<StrHasher>> {
-        self.index.get_or_init(|| {
-            (self.list.iter())
-                .map(|o| {
-                    let meta = (self.meta)(o);
-                    let ns = meta.namespace.as_deref().unwrap_or("default");
-                    ((ns, meta.name.as_deref().unwrap_or_default()), o)
-                })
-                .collect()
-        })
+        (self.index).get_or_init(|| self.list.iter().map(|o| (self.names(o), o)).collect())
+    }
+
+    fn names(&self, o: &'a T) -> (&'a str, &'a str) {
+        let meta = (self.meta)(o);
+        (
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default(),
+        )
     }
 }
 
