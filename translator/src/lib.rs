@@ -93,9 +93,7 @@ pub struct FleetConfig {
 /// Translates everything: status for every owned object, config for every fleet.
 pub fn translate(resources: &Resources, options: &Options, feedback: &Feedback) -> Translation {
     par::on_pool(large(resources), || {
-        let mut stage = resolve::run(resources, options, feedback);
-        let garbage = std::mem::take(&mut stage.garbage);
-        par::with_freeing(garbage, || stage_two(stage, None))
+        stage_two(resolve::run(resources, options, feedback), None)
     })
 }
 
@@ -148,9 +146,10 @@ impl Translator {
         let cold = large(resources) && self.memo.routes.len() < par::MIN_ITEMS;
         let (memo, xds) = (&mut self.memo, &mut self.xds);
         let translation = par::on_pool(cold, || {
-            let mut stage = resolve::run_with(resources, options, feedback, Some(memo));
-            let garbage = std::mem::take(&mut stage.garbage);
-            par::with_freeing(garbage, || stage_two(stage, Some(xds)))
+            stage_two(
+                resolve::run_with(resources, options, feedback, Some(memo)),
+                Some(xds),
+            )
         });
         // Without a log there is no head to compare against next time.
         self.last = resources.changes().map(|log| Last {
@@ -180,18 +179,19 @@ fn unchanged_since(resources: &Resources, head: u64) -> bool {
         && (0..changes::KINDS.len()).all(|k| log.consistent(k))
 }
 
-fn stage_two(stage: resolve::StageOne, mut memo: Option<&mut xds::Memo>) -> Translation {
-    let fleets = stage
-        .ir
-        .fleets
-        .iter()
-        .map(|(name, fleet)| {
-            let (ns, gw) = name.split_once('/').unwrap_or(("", name));
-            let gateway = ObjectKey::new("Gateway", ns, gw);
-            let config = xds::fleet_config_with(fleet, &gateway, memo.as_deref_mut());
-            (name.clone(), config)
-        })
-        .collect();
+/// Stage two, with what stage one finished with freed beside it (`par::with_freeing`).
+fn stage_two(mut stage: resolve::StageOne, mut memo: Option<&mut xds::Memo>) -> Translation {
+    let garbage = std::mem::take(&mut stage.garbage);
+    let fleets = par::with_freeing(garbage, || {
+        (stage.ir.fleets.iter())
+            .map(|(name, fleet)| {
+                let (ns, gw) = name.split_once('/').unwrap_or(("", name));
+                let gateway = ObjectKey::new("Gateway", ns, gw);
+                let config = xds::fleet_config_with(fleet, &gateway, memo.as_deref_mut());
+                (name.clone(), config)
+            })
+            .collect()
+    });
     if let Some(m) = memo {
         m.end();
     }
