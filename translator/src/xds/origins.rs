@@ -76,20 +76,14 @@ impl Origins {
         kept.into_iter()
     }
 
-    pub fn len(&self) -> usize {
-        self.iter().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Made from the same pieces (the same `Arc`s): then the same entries.
+    /// Made from the same cluster map (`Arc`) and equal other entries: then the same
+    /// entries. (A list is compared only when it is not the same `Arc`: a secret's, made
+    /// anew on every call, or a port's that changed.)
     fn same_inputs(&self, other: &Origins) -> bool {
         Arc::ptr_eq(&self.clusters, &other.clusters)
             && self.others.len() == other.others.len()
             && (self.others.iter().zip(&other.others))
-                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && Arc::ptr_eq(&a.2, &b.2))
+                .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && (Arc::ptr_eq(&a.2, &b.2) || a.2 == b.2))
     }
 }
 
@@ -100,7 +94,8 @@ impl PartialEq for Origins {
 }
 
 /// The previous call's origins, by fleet: handed out again (the same `Arc`) while made from
-/// the same pieces, so that consumers can tell an unchanged map by its pointer.
+/// the same cluster map and equal other entries, so that consumers can tell unchanged
+/// origins by their pointer.
 #[derive(Default)]
 pub struct OriginsMemo {
     prev: HashMap<ObjectKey, Arc<Origins>>,
@@ -108,7 +103,7 @@ pub struct OriginsMemo {
 }
 
 impl OriginsMemo {
-    /// `origins`, or the previous call's when made from the same pieces.
+    /// `origins`, or the previous call's when made from the same pieces (`same_inputs`).
     pub fn share(&mut self, gateway: &ObjectKey, origins: Origins) -> Arc<Origins> {
         let shared = match self.prev.get(gateway) {
             Some(p) if p.same_inputs(&origins) => p.clone(),
@@ -184,6 +179,17 @@ mod tests {
         let first = memo.share(&gw, build());
         memo.end();
         assert!(Arc::ptr_eq(&memo.share(&gw, build()), &first));
+        memo.end();
+        // Equal lists that are not the same `Arc`s (a secret's are made on every call).
+        let mut copied = Origins::new(clusters.clone());
+        for (t, n, keys) in [
+            (render::ROUTE, "x", &a),
+            (render::LISTENER, "y", &a),
+            (render::ROUTE, "x", &b),
+        ] {
+            copied.push(t, n.into(), Arc::new(keys.to_vec()));
+        }
+        assert!(Arc::ptr_eq(&memo.share(&gw, copied), &first));
         memo.end();
         let mut other = Origins::new(clusters.clone());
         other.push(render::ROUTE, "x".into(), Arc::new(vec![key("b")]));
